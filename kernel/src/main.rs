@@ -1,0 +1,203 @@
+//! The kernel: boots on QEMU `virt`, brings up memory, the console and interrupts from the device
+//! tree, then runs either the in-kernel tests (`ktest=`) or its boot-time checks, prints a summary
+//! and powers the machine off with a status (0 = all good).
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+mod arch;
+mod console;
+mod dt;
+mod ktest_runner;
+mod ktests;
+mod mm;
+
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::sync::Arc;
+use core::time::Duration;
+
+use kapi::time::Instant;
+
+// The boot crate's entry code must be linked in.
+use boot as _;
+
+/// The kernel's exit status, which becomes QEMU's exit status under semihosting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum ExitCode {
+    /// Everything passed.
+    Success = 0,
+    /// A check or a test failed.
+    Failure = 1,
+    /// The kernel panicked.
+    Panic = 2,
+    /// An unexpected exception.
+    Exception = 3,
+    /// No usable device tree: nothing can be reported on the console.
+    BadBoot = 4,
+}
+
+/// Rust entry, called by `boot/src/entry.S` with the MMU on and BSS zeroed.
+#[unsafe(no_mangle)]
+extern "C" fn kernel_entry(dtb_pa: u64) -> ! {
+    let status = boot(dtb_pa);
+    arch::exit(status)
+}
+
+/// A boot-time check: a name and whether it passed, with detail for the log.
+struct Check {
+    name: &'static str,
+    result: Result<String, String>,
+}
+
+fn boot(dtb_pa: u64) -> ExitCode {
+    let Ok(blob) = mm::loader_blob(dtb_pa) else {
+        return ExitCode::BadBoot;
+    };
+    let Ok(dt) = dt::DeviceTree::new(blob) else {
+        return ExitCode::BadBoot;
+    };
+    let ram = dt.memory();
+    let Some(uart) = dt.stdout_pl011().and_then(|r| mm::early_mmio(r, &ram)) else {
+        return ExitCode::BadBoot;
+    };
+    let Ok(uart) = pl011::Pl011::new(&uart) else {
+        return ExitCode::BadBoot;
+    };
+    console::init(uart);
+
+    let (args, problems) = bootargs::parse(dt.bootargs());
+    console::init_logger(args.loglevel);
+    let conduit = dt.psci_conduit();
+    if let Some(c) = conduit {
+        arch::psci::set_conduit(c);
+    }
+    log::info!(target: "kernel", "{} at EL{}, device tree at {:#x} ({} KiB), PSCI {}",
+        dt.model(), arch::current_el(), dt.blob_range().base, dt.blob_range().size / 1024,
+        conduit.map_or("absent", |c| if c == arch::psci::Conduit::Hvc { "hvc" } else { "smc" }));
+    if !dt.bootargs().is_empty() {
+        log::info!(target: "kernel", "command line: {}", dt.bootargs());
+    }
+    for p in &problems {
+        log::warn!(target: "kernel", "{p}");
+    }
+
+    if let Err(e) = mm::init(&dt, dt.blob_range()) {
+        log::error!(target: "mm", "{e}");
+        return ExitCode::Failure;
+    }
+    kapi::platform::install(&mm::PLATFORM);
+
+    if let Err(e) = init_interrupts(&dt) {
+        log::error!(target: "kernel", "interrupts unavailable: {e}");
+        return ExitCode::Failure;
+    }
+
+    if !args.ktest.is_empty() {
+        let tally = ktest_runner::run(&args.ktest);
+        return if tally.fail == 0 {
+            ExitCode::Success
+        } else {
+            ExitCode::Failure
+        };
+    }
+
+    let checks = [check_timer()];
+    let passed = checks.iter().filter(|c| c.result.is_ok()).count();
+    for c in &checks {
+        match &c.result {
+            Ok(detail) => log::info!(target: "kernel", "check {}: ok ({detail})", c.name),
+            Err(why) => log::error!(target: "kernel", "check {}: FAILED: {why}", c.name),
+        }
+    }
+    log::info!(target: "kernel", "boot complete in {:.3} ms: {passed}/{} checks passed, {} of {} page frames in use",
+        Instant::now().since_boot().as_micros() as f64 / 1000.0, checks.len(),
+        mm::frames_in_use(), mm::frames_total());
+    if passed == checks.len() {
+        ExitCode::Success
+    } else {
+        ExitCode::Failure
+    }
+}
+
+fn init_interrupts(dt: &dt::DeviceTree) -> Result<(), String> {
+    let (gicd, gicr) = dt
+        .gic_v3()
+        .ok_or("no arm,gic-v3 node with distributor and redistributor reg")?;
+    let p = kapi::platform::get();
+    let gicd_region = p
+        .map_mmio(kapi::PhysAddr(gicd.base), gicd.size)
+        .map_err(|e| alloc::format!("{e}"))?;
+    let gicr_region = p
+        .map_mmio(kapi::PhysAddr(gicr.base), gicr.size)
+        .map_err(|e| alloc::format!("{e}"))?;
+    let gic = gicv3::GicV3::new(
+        &gicd_region,
+        &gicr_region,
+        Box::new(arch::cpu::GicCpuInterface),
+    )
+    .map_err(|e| alloc::format!("gicv3: {e}"))?;
+    log::info!(target: "gicv3", "distributor {:#x}, redistributor {:#x} (CPU affinity {:#x}), {} SPIs",
+        gicd.base, gicr.base, arch::cpu::affinity(), gic.spi_count());
+    kapi::irq::set_chip(Arc::new(gic));
+    let line = dt
+        .virtual_timer_irq()
+        .ok_or("no arm,armv8-timer node with a virtual-timer interrupt")?;
+    arch::timer::init(line).map_err(|e| alloc::format!("arch_timer: {e}"))?;
+    log::info!(target: "arch_timer", "virtual timer at {} MHz, INTID {}",
+        kapi::time::frequency() as f64 / 1e6, line.intid);
+    kapi::irq::local_enable();
+    Ok(())
+}
+
+/// The timer interrupt arrives through the GIC.
+fn check_timer() -> Check {
+    use core::sync::atomic::{AtomicBool, Ordering};
+    static FIRED: AtomicBool = AtomicBool::new(false);
+    let start = Instant::now();
+    arch::timer::call_at(start.after(Duration::from_micros(200)), || {
+        FIRED.store(true, Ordering::Relaxed)
+    });
+    let result =
+        match kapi::time::wait_until(Duration::from_secs(1), || FIRED.load(Ordering::Relaxed)) {
+            Ok(()) => Ok(alloc::format!(
+                "fired after {} us",
+                start.elapsed().as_micros()
+            )),
+            Err(_) => Err(String::from("no timer interrupt within 1 s")),
+        };
+    Check {
+        name: "timer-interrupt",
+        result,
+    }
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    use core::fmt::Write;
+    kapi::irq::local_disable();
+    let mut out = console::Emergency;
+    let t = console::timestamp();
+    let _ = writeln!(out, "[{t}] kernel: panic: {}", info.message());
+    if let Some(loc) = info.location() {
+        let _ = writeln!(out, "[{t}] kernel:   at {}:{}", loc.file(), loc.line());
+    }
+    if let Some(test) = ktest_runner::current() {
+        let loc = info.location().map_or(String::from("?"), |l| {
+            alloc::format!("{}:{}", l.file(), l.line())
+        });
+        let _ = writeln!(
+            out,
+            "KTEST FAIL {test} at {loc}: panicked: {}",
+            info.message()
+        );
+    }
+    let _ = writeln!(
+        out,
+        "[{t}] kernel: halting after panic (exit status {})",
+        ExitCode::Panic as u32
+    );
+    arch::exit(ExitCode::Panic)
+}

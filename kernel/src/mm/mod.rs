@@ -1,0 +1,440 @@
+//! Physical memory: what RAM exists, what is reserved, the page-frame allocator (buddy), the
+//! kernel heap, the final page tables, and the [`kapi::platform::Platform`] services drivers use.
+
+pub mod layout;
+
+use alloc::vec::Vec;
+use core::alloc::{GlobalAlloc, Layout};
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use addr::{PAGE_SIZE, PhysAddr, VirtAddr};
+use buddy_system_allocator::FrameAllocator;
+use kapi::mmio::{MmioError, MmioRegion};
+use kapi::sync::IrqLock;
+use kapi::time::Instant;
+use linked_list_allocator::Heap;
+
+use crate::arch::mmu::{self, Kind};
+use crate::dt::{DeviceTree, MemRange};
+
+const FDT_MAGIC: u32 = 0xd00d_feed;
+/// Larger blobs are refused: QEMU's is 1 MiB and real ones are far smaller.
+const FDT_MAX_SIZE: u32 = 16 << 20;
+
+/// The device-tree blob the loader left at `pa` (the `x0` of the boot protocol).
+pub fn loader_blob(pa: u64) -> Result<&'static [u8], crate::dt::DtBootError> {
+    use crate::dt::DtBootError;
+    if pa == 0 || pa % 8 != 0 {
+        return Err(DtBootError::NoBlob(pa));
+    }
+    // SAFETY: the loader put the DTB in RAM at `pa`, and entry.S's early map covers that GiB as
+    // Normal memory; the two header words (magic, totalsize) are read before trusting anything.
+    let (magic, size) = unsafe {
+        let p = pa as *const u32;
+        (
+            u32::from_be(p.read_volatile()),
+            u32::from_be(p.add(1).read_volatile()),
+        )
+    };
+    if magic != FDT_MAGIC {
+        return Err(DtBootError::NoBlob(pa));
+    }
+    if !(40..=FDT_MAX_SIZE).contains(&size) || (pa >> 30) != ((pa + u64::from(size) - 1) >> 30) {
+        return Err(DtBootError::BadSize(u64::from(size)));
+    }
+    // SAFETY: the blob lies within the early-mapped GiB (checked above) and stays in reserved,
+    // never-written RAM for the kernel's lifetime (`init` reserves it).
+    Ok(unsafe { core::slice::from_raw_parts(pa as *const u8, size as usize) })
+}
+
+/// The console's registers before the final page tables exist. `entry.S` maps every GiB but the
+/// kernel's and the DTB's as Device memory, so any range outside RAM is usable.
+pub fn early_mmio(range: crate::dt::MemRange, ram: &[crate::dt::MemRange]) -> Option<MmioRegion> {
+    let image = layout::image();
+    let overlaps = |b: u64, s: u64| range.base < b + s && b < range.base + range.size;
+    let in_kernel_gib = (range.base >> 30) == (image.start >> 30);
+    if range.size == 0 || in_kernel_gib || ram.iter().any(|r| overlaps(r.base, r.size)) {
+        return None;
+    }
+    // SAFETY: outside RAM and outside the kernel image, so the early map has it as Device memory
+    // and no Rust object lives there; the final map keeps it (it is a DT `reg`).
+    Some(unsafe { MmioRegion::new(VirtAddr(range.base), range.size) })
+}
+
+/// Kernel heap size, carved from the first free RAM.
+const HEAP_SIZE: u64 = 64 << 20;
+
+/// Size of the boot heap in BSS, which serves allocations made before RAM is known.
+const BOOT_HEAP_SIZE: usize = 512 << 10;
+
+#[repr(C, align(4096))]
+struct BootArena([u8; BOOT_HEAP_SIZE]);
+static mut BOOT_ARENA: BootArena = BootArena([0; BOOT_HEAP_SIZE]);
+
+/// The kernel heap: linked-list allocators behind a lock that masks IRQs (so interrupt handlers
+/// may allocate too). A small boot arena in BSS serves the device-tree parsing that has to happen
+/// before RAM is known; the main heap in RAM serves everything after `init`. Frees go back to
+/// whichever heap the address belongs to.
+struct KernelHeap(IrqLock<Heaps>);
+
+struct Heaps {
+    boot: Heap,
+    main: Heap,
+}
+
+#[global_allocator]
+static HEAP: KernelHeap = KernelHeap(IrqLock::new(Heaps {
+    boot: Heap::empty(),
+    main: Heap::empty(),
+}));
+
+fn contains(h: &Heap, p: *mut u8) -> bool {
+    h.size() > 0 && p >= h.bottom() && p < h.top()
+}
+
+// SAFETY: allocation is serialised by the IRQ-masking lock; each linked-list heap hands out
+// disjoint blocks of its own region, and frees are routed to the heap that owns the address.
+unsafe impl GlobalAlloc for KernelHeap {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let mut h = self.0.lock();
+        if h.boot.size() == 0 {
+            // SAFETY: BOOT_ARENA is used only here, once, as the boot heap's memory.
+            unsafe {
+                h.boot
+                    .init(core::ptr::addr_of_mut!(BOOT_ARENA).cast(), BOOT_HEAP_SIZE)
+            };
+        }
+        let heaps = &mut *h;
+        let first = if heaps.main.size() > 0 {
+            &mut heaps.main
+        } else {
+            &mut heaps.boot
+        };
+        first
+            .allocate_first_fit(layout)
+            .map_or(core::ptr::null_mut(), |p| p.as_ptr())
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        let Some(p) = NonNull::new(ptr) else { return };
+        let mut h = self.0.lock();
+        let heap = if contains(&h.main, ptr) {
+            &mut h.main
+        } else {
+            &mut h.boot
+        };
+        // SAFETY: the caller returns a block this allocator handed out with this layout, from
+        // the heap that owns its address.
+        unsafe { heap.deallocate(p, layout) }
+    }
+}
+
+/// Page frames: a buddy allocator over frame numbers (PA >> 12), so blocks of 2^n frames are
+/// naturally aligned to their size.
+static FRAMES: IrqLock<FrameAllocator<33>> = IrqLock::new(FrameAllocator::new());
+static FRAMES_IN_USE: AtomicU64 = AtomicU64::new(0);
+static FRAMES_TOTAL: AtomicU64 = AtomicU64::new(0);
+
+/// Device memory the kernel mapped, for validating driver MMIO requests.
+static DEVICE_RANGES: IrqLock<Vec<MemRange>> = IrqLock::new(Vec::new());
+/// RAM ranges, for virt_to_phys checks.
+static RAM_RANGES: IrqLock<Vec<MemRange>> = IrqLock::new(Vec::new());
+
+/// Subtracts `hole` from every range in `ranges`.
+fn subtract(ranges: &mut Vec<MemRange>, hole: MemRange) {
+    let mut out = Vec::new();
+    for r in ranges.drain(..) {
+        let (r_end, h_end) = (r.base + r.size, hole.base.saturating_add(hole.size));
+        if h_end <= r.base || hole.base >= r_end {
+            out.push(r);
+            continue;
+        }
+        if hole.base > r.base {
+            out.push(MemRange {
+                base: r.base,
+                size: hole.base - r.base,
+            });
+        }
+        if h_end < r_end {
+            out.push(MemRange {
+                base: h_end,
+                size: r_end - h_end,
+            });
+        }
+    }
+    *ranges = out;
+}
+
+fn page_align_inward(r: MemRange) -> Option<MemRange> {
+    let start = r.base.checked_add(PAGE_SIZE - 1)? & !(PAGE_SIZE - 1);
+    let end = (r.base + r.size) & !(PAGE_SIZE - 1);
+    (end > start).then(|| MemRange {
+        base: start,
+        size: end - start,
+    })
+}
+
+fn fmt_size(bytes: u64) -> alloc::string::String {
+    if bytes >= 1 << 30 && bytes % (1 << 30) == 0 {
+        alloc::format!("{} GiB", bytes >> 30)
+    } else if bytes >= 1 << 20 {
+        alloc::format!("{} MiB", bytes >> 20)
+    } else {
+        alloc::format!("{} KiB", bytes.div_ceil(1024))
+    }
+}
+
+/// Finds RAM, reserves what is in use, starts the heap and the frame allocator and switches to
+/// page tables built from the device tree.
+pub fn init(dt: &DeviceTree, dtb: MemRange) -> Result<(), &'static str> {
+    let ram: Vec<MemRange> = dt.memory();
+    if ram.is_empty() {
+        return Err("no /memory node with a usable reg");
+    }
+    for r in &ram {
+        mmu::early_map_ram(r.base, r.size);
+        log::info!(target: "mm", "RAM [{:#x}-{:#x}] {}", r.base, r.base + r.size - 1, fmt_size(r.size));
+    }
+    let image = layout::image();
+    let mut reserved = Vec::new();
+    reserved.push((
+        "kernel image",
+        MemRange {
+            base: image.start,
+            size: image.end - image.start,
+        },
+    ));
+    reserved.push(("device tree", dtb));
+    for r in dt.memreserve() {
+        reserved.push(("/memreserve/", r));
+    }
+    for (name, r, no_map) in dt.reserved_memory() {
+        log::info!(target: "mm", "reserved-memory {name} [{:#x}-{:#x}]{}", r.base, r.base + r.size - 1,
+            if no_map { " no-map" } else { "" });
+        reserved.push(("/reserved-memory", r));
+    }
+    let mut free = ram.clone();
+    for (what, r) in &reserved {
+        if r.size == 0 {
+            continue;
+        }
+        log::info!(target: "mm", "reserved [{:#x}-{:#x}] {} ({})", r.base, r.base + r.size - 1, what, fmt_size(r.size));
+        subtract(&mut free, *r);
+    }
+    let mut free: Vec<MemRange> = free.into_iter().filter_map(page_align_inward).collect();
+    free.sort_by_key(|r| r.base);
+
+    // Heap: the first free range that holds it, 2 MiB aligned.
+    let heap = free
+        .iter()
+        .find_map(|r| {
+            let start = (r.base + (2 << 20) - 1) & !((2 << 20) - 1);
+            (start + HEAP_SIZE <= r.base + r.size).then_some(MemRange {
+                base: start,
+                size: HEAP_SIZE,
+            })
+        })
+        .ok_or("no free RAM range holds the kernel heap")?;
+    // SAFETY: the heap range is RAM (from /memory), outside every reservation, page aligned, and
+    // handed to no one else: it is subtracted from the frame allocator's ranges below.
+    unsafe {
+        HEAP.0
+            .lock()
+            .main
+            .init(heap.base as *mut u8, heap.size as usize)
+    };
+    subtract(&mut free, heap);
+
+    let mut total = 0;
+    {
+        let mut frames = FRAMES.lock();
+        for r in &free {
+            frames.add_frame(
+                (r.base / PAGE_SIZE) as usize,
+                ((r.base + r.size) / PAGE_SIZE) as usize,
+            );
+            total += r.size / PAGE_SIZE;
+        }
+    }
+    FRAMES_TOTAL.store(total, Ordering::Relaxed);
+    *RAM_RANGES.lock() = ram.clone();
+    log::info!(target: "mm", "heap [{:#x}-{:#x}] {}, {} page frames free ({})",
+        heap.base, heap.base + heap.size - 1, fmt_size(heap.size), total, fmt_size(total * PAGE_SIZE));
+
+    build_page_tables(dt, &ram, &reserved)
+}
+
+fn build_page_tables(
+    dt: &DeviceTree,
+    ram: &[MemRange],
+    reserved: &[(&str, MemRange)],
+) -> Result<(), &'static str> {
+    let image = layout::image();
+    let mut alloc_table = || alloc_frames(0).map(|pa| pa.0);
+    let mut b =
+        mmu::Builder::new(&mut alloc_table).map_err(|_| "no frame for the root page table")?;
+    // RAM outside the image: read-write, never executable. `no-map` reserved memory is left out.
+    let mut normal: Vec<MemRange> = ram.to_vec();
+    subtract(
+        &mut normal,
+        MemRange {
+            base: image.start,
+            size: image.end - image.start,
+        },
+    );
+    for (name, r, no_map) in dt.reserved_memory() {
+        if no_map {
+            let _ = name;
+            subtract(&mut normal, r);
+        }
+    }
+    let _ = reserved;
+    for r in normal.iter().filter_map(|r| page_align_inward(*r)) {
+        b.map(r.base, r.size, Kind::ReadWrite)
+            .map_err(|_| "mapping RAM failed")?;
+    }
+    // The image: text RX, rodata R, data/BSS RW, guard page unmapped, stack RW.
+    let sections = [
+        (image.start, image.rodata, Kind::Text),
+        (image.rodata, image.data, Kind::ReadOnly),
+        (image.data, image.stack_guard, Kind::ReadWrite),
+        (image.stack_bottom, image.end, Kind::ReadWrite),
+    ];
+    for (start, end, kind) in sections {
+        if end > start {
+            b.map(start, end - start, kind)
+                .map_err(|_| "mapping the kernel image failed")?;
+        }
+    }
+    // Device registers named by the device tree.
+    let mut devices = dt.device_ranges();
+    devices.sort_by_key(|r| r.base);
+    let mut merged: Vec<MemRange> = Vec::new();
+    for r in devices {
+        let start = r.base & !(PAGE_SIZE - 1);
+        let end = (r.base + r.size + PAGE_SIZE - 1) & !(PAGE_SIZE - 1);
+        if ram.iter().any(|m| start < m.base + m.size && m.base < end) {
+            log::warn!(target: "mm", "warning: device range [{start:#x}-{:#x}] overlaps RAM; not mapped", end - 1);
+            continue;
+        }
+        match merged.last_mut() {
+            Some(last) if start <= last.base + last.size => {
+                last.size = last.size.max(end - last.base);
+            }
+            _ => merged.push(MemRange {
+                base: start,
+                size: end - start,
+            }),
+        }
+    }
+    for r in &merged {
+        if let Err(e) = b.map(r.base, r.size, Kind::Device) {
+            log::warn!(target: "mm", "warning: device range [{:#x}-{:#x}] not mapped: {e:?}", r.base, r.base + r.size - 1);
+        }
+    }
+    let tables = b.tables;
+    b.activate();
+    log::info!(target: "mm", "page tables: {} device ranges, {} table pages, W^X kernel image, stack guard at {:#x}",
+        merged.len(), tables, image.stack_guard);
+    *DEVICE_RANGES.lock() = merged;
+    Ok(())
+}
+
+/// Allocates `2^order` zeroed frames.
+pub fn alloc_frames(order: u32) -> Option<PhysAddr> {
+    let frame = FRAMES.lock().alloc(1 << order)?;
+    FRAMES_IN_USE.fetch_add(1 << order, Ordering::Relaxed);
+    let pa = frame as u64 * PAGE_SIZE;
+    // SAFETY: the frames were free (owned by the allocator, mapped RAM) and are now ours.
+    unsafe { core::ptr::write_bytes(pa as *mut u8, 0, (PAGE_SIZE << order) as usize) };
+    Some(PhysAddr(pa))
+}
+
+/// Frames currently allocated.
+pub fn frames_in_use() -> u64 {
+    FRAMES_IN_USE.load(Ordering::Relaxed)
+}
+
+/// Frames managed in total.
+pub fn frames_total() -> u64 {
+    FRAMES_TOTAL.load(Ordering::Relaxed)
+}
+
+/// Heap bytes in use.
+pub fn heap_used() -> usize {
+    let h = HEAP.0.lock();
+    h.boot.used() + h.main.used()
+}
+
+/// The kernel's implementation of the driver-facing platform services.
+pub struct KernelPlatform;
+
+/// The one instance.
+pub static PLATFORM: KernelPlatform = KernelPlatform;
+
+impl kapi::platform::Platform for KernelPlatform {
+    fn alloc_frames(&self, order: u32) -> Option<PhysAddr> {
+        alloc_frames(order)
+    }
+
+    unsafe fn free_frames(&self, pa: PhysAddr, order: u32) {
+        FRAMES
+            .lock()
+            .dealloc((pa.0 / PAGE_SIZE) as usize, 1 << order);
+        FRAMES_IN_USE.fetch_sub(1 << order, Ordering::Relaxed);
+    }
+
+    fn frames_in_use(&self) -> u64 {
+        frames_in_use()
+    }
+
+    fn phys_to_virt(&self, pa: PhysAddr) -> VirtAddr {
+        VirtAddr(pa.0)
+    }
+
+    fn virt_to_phys(&self, va: VirtAddr) -> Option<PhysAddr> {
+        RAM_RANGES
+            .lock()
+            .iter()
+            .any(|r| va.0 >= r.base && va.0 - r.base < r.size)
+            .then_some(PhysAddr(va.0))
+    }
+
+    fn map_mmio(&self, pa: PhysAddr, size: u64) -> Result<MmioRegion, MmioError> {
+        let end =
+            pa.0.checked_add(size)
+                .ok_or(MmioError::NotMapped { pa: pa.0, size })?;
+        let mapped = DEVICE_RANGES
+            .lock()
+            .iter()
+            .any(|r| pa.0 >= r.base && end <= r.base + r.size);
+        if !mapped || size == 0 {
+            return Err(MmioError::NotMapped { pa: pa.0, size });
+        }
+        // SAFETY: the range lies inside a device range the kernel mapped Device-nGnRE for good
+        // (checked above); device ranges never overlap RAM (build_page_tables skips those).
+        Ok(unsafe { MmioRegion::new(VirtAddr(pa.0), size) })
+    }
+
+    fn cache_clean(&self, va: VirtAddr, size: u64) {
+        crate::arch::cpu::dcache_clean(va.0, size);
+    }
+
+    fn cache_invalidate(&self, va: VirtAddr, size: u64) {
+        crate::arch::cpu::dcache_clean_invalidate(va.0, size);
+    }
+
+    fn wait_for_interrupt(&self, deadline: Instant) {
+        crate::arch::timer::arm_wakeup(deadline);
+        crate::arch::cpu::wfi();
+    }
+}
+
+/// Writes to the boot stack's guard page, which the final page tables leave unmapped: the write
+/// must fault. Used by the test that proves faults produce a dump and a failure exit.
+pub fn write_stack_guard() {
+    let guard = layout::image().stack_guard as *mut u64;
+    // SAFETY: the guard page is unmapped, so this store cannot modify memory; it raises a
+    // synchronous data abort, which the exception handler reports.
+    unsafe { guard.write_volatile(0xdead) };
+}
