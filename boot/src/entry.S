@@ -35,6 +35,8 @@ _start:
 
 primary_entry:
     mov     x19, x0                     /* keep the DTB pointer (0 when booted as an ELF) */
+    mrs     x20, CurrentEL              /* and the EL we were entered at, for the boot log */
+    lsr     x20, x20, #2
 
     /* Only the boot CPU runs the kernel; any other CPU that gets here parks. */
     mrs     x1, mpidr_el1
@@ -107,7 +109,8 @@ at_el1:
     bl      early_mmu_on
 
     mov     x0, x19
-    bl      kernel_entry                /* never returns */
+    mov     x1, x20
+    bl      kernel_entry                /* kernel_entry(dtb_pa, entry_el): never returns */
 
 park:
     wfe

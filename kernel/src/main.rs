@@ -41,8 +41,8 @@ pub enum ExitCode {
 
 /// Rust entry, called by `boot/src/entry.S` with the MMU on and BSS zeroed.
 #[unsafe(no_mangle)]
-extern "C" fn kernel_entry(dtb_pa: u64) -> ! {
-    let status = boot(dtb_pa);
+extern "C" fn kernel_entry(dtb_pa: u64, entry_el: u64) -> ! {
+    let status = boot(dtb_pa, entry_el);
     arch::exit(status)
 }
 
@@ -52,7 +52,7 @@ struct Check {
     result: Result<String, String>,
 }
 
-fn boot(dtb_pa: u64) -> ExitCode {
+fn boot(dtb_pa: u64, entry_el: u64) -> ExitCode {
     let Ok(blob) = mm::loader_blob(dtb_pa) else {
         return ExitCode::BadBoot;
     };
@@ -74,7 +74,7 @@ fn boot(dtb_pa: u64) -> ExitCode {
     if let Some(c) = conduit {
         arch::psci::set_conduit(c);
     }
-    log::info!(target: "kernel", "{} at EL{}, device tree at {:#x} ({} KiB), PSCI {}",
+    log::info!(target: "kernel", "{} entered at EL{entry_el}, running at EL{}, device tree at {:#x} ({} KiB), PSCI {}",
         dt.model(), arch::current_el(), dt.blob_range().base, dt.blob_range().size / 1024,
         conduit.map_or("absent", |c| if c == arch::psci::Conduit::Hvc { "hvc" } else { "smc" }));
     if !dt.bootargs().is_empty() {

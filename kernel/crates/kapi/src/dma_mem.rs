@@ -162,8 +162,12 @@ mod tests {
     use super::*;
     use crate::platform::Platform;
 
+    /// The fake platform's frame counter is global; tests that read it run one at a time.
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     #[test]
     fn frames_are_zeroed_aligned_and_freed() {
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let p = platform::fake::install();
         let before = p.frames_in_use();
         let f = Frames::alloc_bytes(3 * PAGE_SIZE).unwrap();
@@ -183,6 +187,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "outside")]
     fn out_of_bounds_access_is_caught() {
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         platform::fake::install();
         let f = Frames::alloc(0).unwrap();
         f.read_u64(PAGE_SIZE);

@@ -1,0 +1,506 @@
+//! `cargo xtask test`: host unit tests, then the in-QEMU tests and scenarios listed in
+//! `qemu/scenarios.toml`, counted together and ended with one `N passed, N failed` line.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use regex::Regex;
+use serde::Deserialize;
+
+use crate::qemu::{self, QemuArgs};
+use crate::{kbuild, root, setup, target_dir};
+
+/// Arguments of `test`.
+#[derive(clap::Args, Debug, Default)]
+pub struct TestArgs {
+    /// Only the host unit tests.
+    #[arg(long, conflicts_with = "qemu")]
+    pub host: bool,
+    /// Only the QEMU tests.
+    #[arg(long)]
+    pub qemu: bool,
+    /// Only scenarios whose name matches this glob (e.g. `2*`).
+    #[arg(long)]
+    pub scenario: Option<String>,
+    /// Instead of the scenario list: one boot of the default profile with `ktest=<FILTER>`.
+    #[arg(long)]
+    pub ktest: Option<String>,
+    /// QEMU instances run at once (default: CPUs).
+    #[arg(long)]
+    pub jobs: Option<usize>,
+}
+
+/// One whole-boot test, as written in `qemu/scenarios.toml`.
+#[derive(Deserialize, Clone, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// `NN_area_behaviour`.
+    pub name: String,
+    /// What it shows (documentation in the file; not used by the runner).
+    #[serde(default)]
+    #[allow(dead_code)]
+    pub description: String,
+    /// Machine profile.
+    #[serde(default = "default_profile")]
+    pub profile: String,
+    /// `smmuv3` / `none` override.
+    pub iommu: Option<String>,
+    /// Kernel command line.
+    #[serde(default)]
+    pub append: String,
+    /// Extra QEMU arguments.
+    #[serde(default)]
+    pub qemu_args: Vec<String>,
+    /// Expected exit status.
+    #[serde(default)]
+    pub exit: i32,
+    /// Regexes that must match lines of the log, in this order.
+    #[serde(default)]
+    pub expect: Vec<String>,
+    /// Regexes that must match no line.
+    #[serde(default)]
+    pub reject: Vec<String>,
+    /// Count each `KTEST` result of the run as a test of its own.
+    #[serde(default)]
+    pub ktests: bool,
+    /// Seconds before QEMU is killed.
+    #[serde(default = "default_timeout")]
+    pub timeout: u64,
+}
+
+fn default_profile() -> String {
+    "default".into()
+}
+fn default_timeout() -> u64 {
+    90
+}
+
+#[derive(Deserialize)]
+struct ScenarioFile {
+    scenario: Vec<Scenario>,
+}
+
+/// Reads `qemu/scenarios.toml`.
+pub fn scenarios() -> Result<Vec<Scenario>> {
+    let path = root().join("qemu/scenarios.toml");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let f: ScenarioFile =
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let mut seen = std::collections::BTreeSet::new();
+    for s in &f.scenario {
+        if !seen.insert(s.name.clone()) {
+            bail!("scenario `{}` is listed twice", s.name);
+        }
+    }
+    Ok(f.scenario)
+}
+
+#[derive(Default)]
+struct Tally {
+    passed: usize,
+    failed: Vec<(String, String)>,
+    skipped: usize,
+}
+
+impl Tally {
+    fn merge(&mut self, other: Tally) {
+        self.passed += other.passed;
+        self.failed.extend(other.failed);
+        self.skipped += other.skipped;
+    }
+}
+
+/// Host unit tests of every host-buildable crate.
+fn host_tests() -> Result<Tally> {
+    setup::ensure_rust()?;
+    eprintln!("host: cargo test (log: target/test-logs/host.log)");
+    let out = Command::new(env!("CARGO"))
+        .current_dir(root())
+        .args(["test", "--no-fail-fast", "--color", "never"])
+        .output()
+        .context("running cargo test")?;
+    let log = target_dir().join("test-logs/host.log");
+    std::fs::create_dir_all(log.parent().context("log dir")?)?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(&log, &text)?;
+    let mut t = Tally::default();
+    let line = Regex::new(r"^test (\S+) \.\.\. (ok|FAILED|ignored)").expect("valid regex");
+    for l in text.lines() {
+        if let Some(c) = line.captures(l) {
+            match &c[2] {
+                "ok" => t.passed += 1,
+                "ignored" => t.skipped += 1,
+                _ => t.failed.push((
+                    format!("host {}", &c[1]),
+                    "failed (see target/test-logs/host.log)".into(),
+                )),
+            }
+        }
+    }
+    if !out.status.success() && t.failed.is_empty() {
+        t.failed.push((
+            "host build".into(),
+            "cargo test failed before running tests (see target/test-logs/host.log)".into(),
+        ));
+    }
+    eprintln!(
+        "host: {} passed, {} failed, {} ignored",
+        t.passed,
+        t.failed.len(),
+        t.skipped
+    );
+    Ok(t)
+}
+
+/// Checks one finished run against its scenario.
+fn judge(s: &Scenario, r: &qemu::RunResult) -> Tally {
+    let mut t = Tally::default();
+    let log = r.log.display().to_string();
+    let mut problems = Vec::new();
+    if r.timed_out {
+        problems.push(format!("timed out after {} s", s.timeout));
+    } else if r.exit_code != Some(s.exit) {
+        problems.push(format!(
+            "exit status {:?}, expected {}",
+            r.exit_code, s.exit
+        ));
+    }
+    let mut from = 0;
+    for pattern in &s.expect {
+        let re = match Regex::new(pattern) {
+            Ok(re) => re,
+            Err(e) => {
+                problems.push(format!("bad expect regex `{pattern}`: {e}"));
+                continue;
+            }
+        };
+        match r.lines[from..].iter().position(|l| re.is_match(l)) {
+            Some(i) => from += i + 1,
+            None => {
+                problems.push(format!("expected line not found (in order): `{pattern}`"));
+                break;
+            }
+        }
+    }
+    for pattern in &s.reject {
+        if let Ok(re) = Regex::new(pattern) {
+            if let Some(l) = r.lines.iter().find(|l| re.is_match(l)) {
+                problems.push(format!("unexpected line `{l}` (matches `{pattern}`)"));
+            }
+        }
+    }
+    if s.ktests {
+        let prefix = if s.name == "01_ktest_all" {
+            String::new()
+        } else {
+            format!("{}/", s.name)
+        };
+        let mut running: Option<String> = None;
+        let mut ended = false;
+        for l in &r.lines {
+            let Some(rest) = l.strip_prefix("KTEST ") else {
+                continue;
+            };
+            let (kind, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            // Names contain `::`; SKIP lines put a `:` right after the name.
+            let name = tail
+                .split(' ')
+                .next()
+                .unwrap_or("")
+                .trim_end_matches(':')
+                .to_string();
+            match kind {
+                "RUN" => running = Some(name),
+                "PASS" => {
+                    t.passed += 1;
+                    running = None;
+                }
+                "SKIP" => {
+                    t.skipped += 1;
+                    running = None;
+                }
+                "FAIL" => {
+                    t.failed.push((
+                        format!("{prefix}{name}"),
+                        tail[name.len()..].trim_start().to_string(),
+                    ));
+                    running = None;
+                }
+                "END" => ended = true,
+                _ => {}
+            }
+        }
+        if let Some(name) = running {
+            t.failed.push((
+                format!("{prefix}{name}"),
+                format!("no result (the run ended inside it; log: {log})"),
+            ));
+        }
+        if !ended {
+            problems.push("no `KTEST END` line".into());
+        }
+        if !problems.is_empty() {
+            t.failed.push((
+                s.name.clone(),
+                format!("{} (log: {log})", problems.join("; ")),
+            ));
+        }
+    } else if problems.is_empty() {
+        t.passed += 1;
+    } else {
+        t.failed.push((
+            s.name.clone(),
+            format!("{} (log: {log})", problems.join("; ")),
+        ));
+    }
+    t
+}
+
+fn run_scenario(s: &Scenario, kernel: &std::path::Path) -> Result<(Tally, Duration)> {
+    let args = QemuArgs {
+        profile: s.profile.clone(),
+        iommu: s.iommu.clone(),
+        append: s.append.clone(),
+        extra: s.qemu_args.clone(),
+        timeout: s.timeout,
+        ..Default::default()
+    };
+    let argv = qemu::command_line(&args, kernel)?;
+    let log = target_dir()
+        .join("qemu-logs")
+        .join(format!("{}.log", s.name));
+    let r = qemu::run(&argv, Duration::from_secs(s.timeout), &log, false)?;
+    Ok((judge(s, &r), r.wall))
+}
+
+fn glob(pattern: &str, name: &str) -> bool {
+    let re = format!(
+        "^{}$",
+        regex::escape(pattern)
+            .replace(r"\*", ".*")
+            .replace(r"\?", ".")
+    );
+    Regex::new(&re).is_ok_and(|r| r.is_match(name))
+}
+
+fn qemu_tests(args: &TestArgs) -> Result<Tally> {
+    setup::ensure_qemu()?;
+    let kernel: PathBuf = kbuild::build_kernel()?;
+    let list: Vec<Scenario> = match &args.ktest {
+        Some(filter) => vec![Scenario {
+            name: "ktest".into(),
+            description: String::new(),
+            profile: default_profile(),
+            iommu: None,
+            append: format!("ktest={filter}"),
+            qemu_args: Vec::new(),
+            exit: 0,
+            expect: Vec::new(),
+            reject: Vec::new(),
+            ktests: true,
+            timeout: 300,
+        }],
+        None => scenarios()?
+            .into_iter()
+            .filter(|s| args.scenario.as_deref().is_none_or(|g| glob(g, &s.name)))
+            .collect(),
+    };
+    if list.is_empty() {
+        bail!("no scenario matches");
+    }
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+        .max(1);
+    eprintln!(
+        "qemu: {} scenarios, {} at a time (logs: target/qemu-logs/)",
+        list.len(),
+        jobs
+    );
+    let queue = Arc::new(Mutex::new(list.into_iter().enumerate().collect::<Vec<_>>()));
+    let results = Arc::new(Mutex::new(BTreeMap::new()));
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            let (queue, results, kernel) = (queue.clone(), results.clone(), kernel.clone());
+            scope.spawn(move || {
+                loop {
+                    let next = queue.lock().expect("queue lock").pop();
+                    let Some((i, s)) = next else { break };
+                    let outcome = run_scenario(&s, &kernel);
+                    match &outcome {
+                        Ok((t, wall)) if t.failed.is_empty() => {
+                            let extra = if s.ktests {
+                                format!(" ({} tests)", t.passed + t.skipped)
+                            } else {
+                                String::new()
+                            };
+                            eprintln!(
+                                "qemu {} ... ok{extra} [{:.1} s]",
+                                s.name,
+                                wall.as_secs_f64()
+                            );
+                        }
+                        Ok((t, _)) => {
+                            eprintln!("qemu {} ... FAILED ({} failures)", s.name, t.failed.len())
+                        }
+                        Err(e) => eprintln!("qemu {} ... ERROR {e:#}", s.name),
+                    }
+                    results
+                        .lock()
+                        .expect("results lock")
+                        .insert(i, (s.name.clone(), outcome));
+                }
+            });
+        }
+    });
+    let mut total = Tally::default();
+    let results = std::mem::take(&mut *results.lock().expect("results lock"));
+    for (_, (name, outcome)) in results {
+        match outcome {
+            Ok((t, _)) => total.merge(t),
+            Err(e) => total.failed.push((name, format!("{e:#}"))),
+        }
+    }
+    Ok(total)
+}
+
+/// Runs the selected tests; exit status 1 on any failure.
+pub fn run(args: &TestArgs) -> Result<ExitCode> {
+    let mut total = Tally::default();
+    if !args.qemu && args.ktest.is_none() && args.scenario.is_none() {
+        total.merge(host_tests()?);
+    }
+    if !args.host {
+        total.merge(qemu_tests(args)?);
+    }
+    if !total.failed.is_empty() {
+        eprintln!("\nfailures:");
+        for (name, why) in &total.failed {
+            eprintln!("  {name}: {why}");
+        }
+        eprintln!();
+    }
+    let mut summary = format!("{} passed, {} failed", total.passed, total.failed.len());
+    if total.skipped > 0 {
+        summary.push_str(&format!(", {} skipped", total.skipped));
+    }
+    println!("{summary}");
+    Ok(if total.failed.is_empty() && total.passed > 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(lines: &[&str], exit: Option<i32>) -> qemu::RunResult {
+        qemu::RunResult {
+            exit_code: exit,
+            lines: lines.iter().map(|s| s.to_string()).collect(),
+            timed_out: false,
+            wall: Duration::ZERO,
+            log: PathBuf::from("x.log"),
+        }
+    }
+
+    fn scenario(ktests: bool) -> Scenario {
+        toml::from_str::<ScenarioFile>(&format!(
+            "[[scenario]]\nname = \"10_x\"\nexpect = [\"a\", \"b\"]\nreject = [\"panic\"]\nktests = {ktests}\n"
+        ))
+        .unwrap()
+        .scenario
+        .remove(0)
+    }
+
+    #[test]
+    fn expected_lines_must_appear_in_order() {
+        let s = scenario(false);
+        assert_eq!(judge(&s, &result(&["a", "x", "b"], Some(0))).passed, 1);
+        let t = judge(&s, &result(&["b", "a"], Some(0)));
+        assert_eq!(t.failed.len(), 1);
+        assert!(t.failed[0].1.contains("`b`"), "{:?}", t.failed);
+    }
+
+    #[test]
+    fn exit_status_and_rejected_lines_fail_a_scenario() {
+        let s = scenario(false);
+        assert!(
+            judge(&s, &result(&["a", "b"], Some(1))).failed[0]
+                .1
+                .contains("exit status Some(1)")
+        );
+        assert!(
+            judge(&s, &result(&["a", "kernel: panic", "b"], Some(0))).failed[0]
+                .1
+                .contains("unexpected line")
+        );
+    }
+
+    #[test]
+    fn ktest_lines_count_one_test_each_and_crashes_name_the_test() {
+        let s = scenario(true);
+        let t = judge(
+            &s,
+            &result(
+                &[
+                    "a",
+                    "b",
+                    "KTEST RUN x::one",
+                    "KTEST PASS x::one us=3",
+                    "KTEST RUN x::two",
+                    "KTEST FAIL x::two at f.rs:1: boom",
+                    "KTEST RUN x::three",
+                    "KTEST SKIP x::three: no edu",
+                    "KTEST END pass=1 fail=1 skip=1",
+                ],
+                Some(0),
+            ),
+        );
+        assert_eq!((t.passed, t.skipped), (1, 1));
+        assert_eq!(
+            t.failed,
+            [("10_x/x::two".to_string(), "at f.rs:1: boom".to_string())]
+        );
+        let crashed = judge(&s, &result(&["a", "b", "KTEST RUN x::one"], Some(2)));
+        assert_eq!(crashed.failed[0].0, "10_x/x::one");
+        assert!(crashed.failed[1].1.contains("no `KTEST END`"));
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob("2*", "20_smmu_probe"));
+        assert!(!glob("2*", "12_x"));
+        assert!(glob("*edu*", "22_edu_dma"));
+    }
+
+    #[test]
+    fn scenario_file_parses_and_names_are_unique() {
+        let list = scenarios().unwrap();
+        assert!(
+            list.iter()
+                .all(|s| s.name.len() > 3 && s.name.as_bytes()[2] == b'_'),
+            "names are NN_area_behaviour"
+        );
+        let profiles = qemu::profiles().unwrap();
+        for s in &list {
+            assert!(
+                profiles.contains_key(&s.profile),
+                "{}: unknown profile {}",
+                s.name,
+                s.profile
+            );
+        }
+    }
+}
