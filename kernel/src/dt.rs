@@ -220,17 +220,14 @@ impl DeviceTree {
             }
             out.extend(Self::reg_ranges(&node));
             let is_pci = node.property("device_type").and_then(|p| p.as_str()) == Some("pci");
-            if is_pci {
-                if let Some(ranges) = node.property("ranges") {
-                    // (phys.hi phys.mid phys.lo) (cpu addr, 2 cells) (size, 2 cells)
-                    let b = ranges.value;
-                    let n = b.len() / 28;
-                    for i in 0..n {
-                        let at = i * 7;
-                        if let (Some(cpu), Some(size)) = (cells(b, at + 3, 2), cells(b, at + 5, 2))
-                        {
-                            out.push(MemRange { base: cpu, size });
-                        }
+            if is_pci && let Some(ranges) = node.property("ranges") {
+                // (phys.hi phys.mid phys.lo) (cpu addr, 2 cells) (size, 2 cells)
+                let b = ranges.value;
+                let n = b.len() / 28;
+                for i in 0..n {
+                    let at = i * 7;
+                    if let (Some(cpu), Some(size)) = (cells(b, at + 3, 2), cells(b, at + 5, 2)) {
+                        out.push(MemRange { base: cpu, size });
                     }
                 }
             }

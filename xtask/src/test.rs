@@ -192,10 +192,10 @@ fn judge(s: &Scenario, r: &qemu::RunResult) -> Tally {
         }
     }
     for pattern in &s.reject {
-        if let Ok(re) = Regex::new(pattern) {
-            if let Some(l) = r.lines.iter().find(|l| re.is_match(l)) {
-                problems.push(format!("unexpected line `{l}` (matches `{pattern}`)"));
-            }
+        if let Ok(re) = Regex::new(pattern)
+            && let Some(l) = r.lines.iter().find(|l| re.is_match(l))
+        {
+            problems.push(format!("unexpected line `{l}` (matches `{pattern}`)"));
         }
     }
     if s.ktests {

@@ -100,7 +100,7 @@ impl<'a> Builder<'a> {
     /// Identity-maps `[pa, pa+size)` as `kind`, with the largest blocks alignment allows.
     pub fn map(&mut self, pa: u64, size: u64, kind: Kind) -> Result<(), MapError> {
         let end = pa.checked_add(size).filter(|e| *e <= 1 << 48);
-        if pa % 4096 != 0 || size % 4096 != 0 || end.is_none() {
+        if !pa.is_multiple_of(4096) || !size.is_multiple_of(4096) || end.is_none() {
             return Err(MapError::BadRange { pa, size });
         }
         self.map_at(self.root, 0, pa, size, kind.leaf_attrs())
@@ -122,7 +122,7 @@ impl<'a> Builder<'a> {
             let next = ((pa >> shift) + 1) << shift;
             let chunk_end = next.min(end);
             let entry = read_entry(t, idx);
-            let fits_block = pa % block == 0 && chunk_end - pa == block;
+            let fits_block = pa.is_multiple_of(block) && chunk_end - pa == block;
             if level == 3 || (level >= 1 && fits_block && entry & DESC_VALID == 0) {
                 let desc = pa | attrs | DESC_VALID | if level == 3 { DESC_TABLE } else { 0 };
                 if entry & DESC_VALID != 0 && entry != desc {

@@ -25,7 +25,7 @@ const FDT_MAX_SIZE: u32 = 16 << 20;
 /// The device-tree blob the loader left at `pa` (the `x0` of the boot protocol).
 pub fn loader_blob(pa: u64) -> Result<&'static [u8], crate::dt::DtBootError> {
     use crate::dt::DtBootError;
-    if pa == 0 || pa % 8 != 0 {
+    if pa == 0 || !pa.is_multiple_of(8) {
         return Err(DtBootError::NoBlob(pa));
     }
     // SAFETY: the loader put the DTB in RAM at `pa`, and entry.S's early map covers that GiB as
@@ -175,7 +175,7 @@ fn page_align_inward(r: MemRange) -> Option<MemRange> {
 }
 
 fn fmt_size(bytes: u64) -> alloc::string::String {
-    if bytes >= 1 << 30 && bytes % (1 << 30) == 0 {
+    if bytes >= 1 << 30 && bytes.is_multiple_of(1 << 30) {
         alloc::format!("{} GiB", bytes >> 30)
     } else if bytes >= 1 << 20 {
         alloc::format!("{} MiB", bytes >> 20)

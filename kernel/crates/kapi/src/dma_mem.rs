@@ -60,7 +60,7 @@ impl Frames {
     fn ptr<T>(&self, offset: u64) -> *mut T {
         let size = core::mem::size_of::<T>() as u64;
         assert!(
-            offset % size == 0
+            offset.is_multiple_of(size)
                 && offset
                     .checked_add(size)
                     .is_some_and(|end| end <= self.size()),

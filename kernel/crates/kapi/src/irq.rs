@@ -195,10 +195,10 @@ pub fn request(
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let first = {
         let mut lines = LINES.lock();
-        if let Some(existing) = lines.get(&line.intid) {
-            if existing.trigger != line.trigger {
-                return Err(IrqError::TriggerConflict(line.intid));
-            }
+        if let Some(existing) = lines.get(&line.intid)
+            && existing.trigger != line.trigger
+        {
+            return Err(IrqError::TriggerConflict(line.intid));
         }
         let entry = lines.entry(line.intid).or_insert_with(|| Line {
             trigger: line.trigger,
@@ -240,10 +240,8 @@ impl Drop for IrqHandle {
                 false
             }
         };
-        if now_empty {
-            if let Ok(chip) = chip() {
-                chip.disable(self.intid);
-            }
+        if now_empty && let Ok(chip) = chip() {
+            chip.disable(self.intid);
         }
     }
 }

@@ -72,11 +72,9 @@ impl MmioRegion {
     /// must contain device registers only (no RAM), so that volatile accesses to it cannot break
     /// Rust's aliasing rules for any Rust object.
     pub const unsafe fn new(base: VirtAddr, size: u64) -> Self {
-        // SAFETY: the caller promises a mapped, non-null device range.
-        Self {
-            base: unsafe { NonNull::new_unchecked(base.0 as *mut u8) },
-            size,
-        }
+        // SAFETY: the caller promises a mapped device range, which is never at address 0.
+        let base = unsafe { NonNull::new_unchecked(base.0 as *mut u8) };
+        Self { base, size }
     }
 
     /// Start of the region.
@@ -90,7 +88,7 @@ impl MmioRegion {
     }
 
     fn check(&self, offset: u64, size: u64, align: u64) -> Result<(), MmioError> {
-        if offset % align != 0 {
+        if !offset.is_multiple_of(align) {
             return Err(MmioError::Misaligned { offset, align });
         }
         match offset.checked_add(size) {
