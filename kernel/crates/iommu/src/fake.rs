@@ -182,7 +182,8 @@ impl IommuDomain for FakeDomain {
         self.name.clone()
     }
     fn map(&self, iova: Iova, pa: PhysAddr, size: u64, prot: Prot) -> Result<(), IommuError> {
-        if iova.0 % PAGE != 0 || pa.0 % PAGE != 0 || size % PAGE != 0 || size == 0 {
+        let aligned = |v: u64| v.is_multiple_of(PAGE);
+        if !aligned(iova.0) || !aligned(pa.0) || !aligned(size) || size == 0 {
             return Err(IommuError::Misaligned {
                 iova: iova.0,
                 pa: pa.0,
