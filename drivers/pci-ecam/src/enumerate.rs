@@ -476,7 +476,7 @@ fn pack(topo: &[PciFunction], items: &[Item], space: Space) -> (u64, u64) {
         .map(|i| item_need(topo, *i, space))
         .filter(|n| n.0 > 0)
         .collect();
-    needs.sort_by(|a, b| b.1.cmp(&a.1));
+    needs.sort_by_key(|n| core::cmp::Reverse(n.1));
     let mut end = 0u64;
     let mut max_align = 1;
     for (size, align) in needs {
@@ -505,7 +505,7 @@ fn assign(
         })
         .filter(|x| x.1 > 0)
         .collect();
-    ordered.sort_by(|a, b| b.2.cmp(&a.2));
+    ordered.sort_by_key(|o| core::cmp::Reverse(o.2));
     for (item, size, align) in ordered {
         let start = cursor.next_multiple_of(align);
         let fits = start.checked_add(size).is_some_and(|end| end <= limit);
