@@ -32,6 +32,7 @@
 extern crate alloc;
 
 pub mod cd;
+pub mod entry;
 pub mod features;
 pub mod regs;
 pub mod ste;
