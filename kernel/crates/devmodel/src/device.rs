@@ -12,7 +12,7 @@ use core::fmt;
 
 use addr::{PhysAddr, Range};
 
-/// Handle of a device in a `DeviceManager`. Never reused: a removed device's id stays
+/// Handle of a device in a [`crate::DeviceManager`]. Never reused: a removed device's id stays
 /// dead, so a stale id is an error, not another device.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct DeviceId(pub(crate) u32);

@@ -25,8 +25,18 @@
 extern crate alloc;
 
 pub mod device;
+pub mod driver;
+#[cfg(any(test, feature = "fakes"))]
+pub mod fakes;
+pub mod manager;
+pub mod report;
 
 pub use device::{
     BusKind, DeviceId, DeviceInfo, IrqResource, IrqTrigger, MmioResource, Payload, PciAddress,
     PciIdentity, platform_name,
 };
+pub use driver::{DeferReason, Driver, DriverData, DriverError, MatchId, ProbeError};
+pub use manager::{
+    Counters, DeviceManager, DeviceState, DmaHooks, DmaState, ModelError, NoDmaHooks, ProbeCtx,
+};
+pub use report::DeferredLine;
