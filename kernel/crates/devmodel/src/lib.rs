@@ -31,6 +31,9 @@ pub mod fakes;
 pub mod manager;
 pub mod report;
 
+#[cfg(test)]
+mod tests;
+
 pub use device::{
     BusKind, DeviceId, DeviceInfo, IrqResource, IrqTrigger, MmioResource, Payload, PciAddress,
     PciIdentity, platform_name,
