@@ -1,8 +1,9 @@
 //! A stand-in for the kernel's DMA hooks, for host tests of binding and of drivers.
 //!
-//! [`FakeDma`] plays the IOMMU wiring: a device may be placed behind an IOMMU (by DT node path);
-//! its `dma_configure` defers until that IOMMU is marked up (a fake IOMMU driver's probe does it),
-//! as the real hook does until the IOMMU's driver has registered. Every call is recorded, and
+//! [`FakeDma`] plays the IOMMU wiring: a device, or everything below a bridge (as `iommu-map` on
+//! a PCI host bridge node does), may be placed behind an IOMMU named by DT node path. Its
+//! `dma_configure` defers until that IOMMU is marked up (a fake IOMMU driver's probe does it), as
+//! the real hook does until the IOMMU's driver has registered. Every call is recorded, and
 //! unbalanced calls (configure twice, clean up what was not configured) panic.
 
 use alloc::borrow::ToOwned;
@@ -49,6 +50,7 @@ pub struct FakeDmaOps {
 #[derive(Default)]
 struct Inner {
     behind: BTreeMap<String, String>,
+    below: BTreeMap<String, String>,
     live: BTreeSet<String>,
     fail: BTreeMap<String, String>,
     configured: BTreeSet<String>,
@@ -89,6 +91,15 @@ impl FakeDma {
             .lock()
             .behind
             .insert(device.to_owned(), iommu.to_owned());
+    }
+
+    /// Puts every descendant of the device named `bridge` (not the bridge itself) behind the
+    /// IOMMU at `iommu`, as `iommu-map` on a PCI host bridge node does.
+    pub fn place_below(&self, bridge: &str, iommu: &str) {
+        self.inner
+            .lock()
+            .below
+            .insert(bridge.to_owned(), iommu.to_owned());
     }
 
     /// The IOMMU at `iommu` is ready: devices behind it configure from now on.
@@ -144,6 +155,7 @@ impl DmaHooks for FakeDma {
     fn dma_configure(
         &mut self,
         dev: &DeviceInfo,
+        ancestors: &[Arc<DeviceInfo>],
         driver_managed_dma: bool,
     ) -> Result<Option<DmaState>, ProbeError> {
         let mut inner = self.inner.lock();
@@ -154,7 +166,12 @@ impl DmaHooks for FakeDma {
         if let Some(msg) = inner.fail.get(&dev.name) {
             return Err(ProbeError::failed(msg));
         }
-        let iommu = inner.behind.get(&dev.name).cloned();
+        let iommu = inner.behind.get(&dev.name).cloned().or_else(|| {
+            ancestors
+                .iter()
+                .find_map(|a| inner.below.get(&a.name))
+                .cloned()
+        });
         if let Some(node) = &iommu
             && !inner.live.contains(node)
         {

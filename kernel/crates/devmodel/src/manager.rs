@@ -61,9 +61,14 @@ pub trait DmaHooks: Send {
     /// to keep (or `None`). Returning [`ProbeError::Defer`] ("waiting for iommu /smmuv3@9050000",
     /// naming the IOMMU's node) parks the device until the next bind; any error means probe is
     /// not called and `dma_cleanup` is not either.
+    ///
+    /// `ancestors` are the device's parents, nearest first. A PCI function has no DT node of its
+    /// own: its DMA description (`iommu-map`, `dma-ranges`) is on the host bridge's node, found
+    /// here.
     fn dma_configure(
         &mut self,
         dev: &DeviceInfo,
+        ancestors: &[Arc<DeviceInfo>],
         driver_managed_dma: bool,
     ) -> Result<Option<DmaState>, ProbeError>;
 
@@ -77,7 +82,12 @@ pub trait DmaHooks: Send {
 pub struct NoDmaHooks;
 
 impl DmaHooks for NoDmaHooks {
-    fn dma_configure(&mut self, _: &DeviceInfo, _: bool) -> Result<Option<DmaState>, ProbeError> {
+    fn dma_configure(
+        &mut self,
+        _: &DeviceInfo,
+        _: &[Arc<DeviceInfo>],
+        _: bool,
+    ) -> Result<Option<DmaState>, ProbeError> {
         Ok(None)
     }
     fn dma_cleanup(&mut self, _: &DeviceInfo, _: Option<DmaState>) {}
@@ -473,6 +483,18 @@ impl DeviceManager {
         Ok(id)
     }
 
+    /// The device's parents, nearest first.
+    fn ancestors(&self, id: DeviceId) -> Vec<Arc<DeviceInfo>> {
+        let mut out: Vec<Arc<DeviceInfo>> = Vec::new();
+        let mut next = self.record(id).ok().and_then(|r| r.info.parent);
+        while let Some(p) = next {
+            let Ok(rec) = self.record(p) else { break };
+            out.push(rec.info.clone());
+            next = rec.info.parent;
+        }
+        out
+    }
+
     /// Takes a device off both deferred lists.
     fn unqueue(&mut self, id: DeviceId) {
         self.pending.retain(|&d| d != id);
@@ -569,7 +591,8 @@ impl DeviceManager {
         let managed = driver.driver_managed_dma();
         self.counters.attempts += 1;
 
-        let dma = match self.hooks.dma_configure(info, managed) {
+        let ancestors = self.ancestors(id);
+        let dma = match self.hooks.dma_configure(info, &ancestors, managed) {
             Ok(dma) => dma,
             Err(e) => {
                 self.count_decline(info, name, &e, "DMA setup");

@@ -141,7 +141,12 @@ fn unbind_then_rebind_drops_driver_data_and_rebinds() {
 struct OrderedHooks(Events);
 
 impl DmaHooks for OrderedHooks {
-    fn dma_configure(&mut self, dev: &DeviceInfo, _: bool) -> Result<Option<DmaState>, ProbeError> {
+    fn dma_configure(
+        &mut self,
+        dev: &DeviceInfo,
+        _: &[Arc<DeviceInfo>],
+        _: bool,
+    ) -> Result<Option<DmaState>, ProbeError> {
         self.0.push(alloc::format!("configure {}", dev.name));
         Ok(None)
     }

@@ -218,3 +218,48 @@ fn retry_chain_runs_until_a_pass_binds_nothing() {
     assert_eq!(m.state(b).and_then(DeviceState::driver), Some("b"));
     assert_eq!(m.state(c).and_then(DeviceState::driver), Some("c"));
 }
+
+#[test]
+fn pci_functions_behind_the_bridge_iommu_defer_until_it_binds() {
+    // QEMU virt: the SMMU translates for the PCIe root complex (iommu-map on the host bridge
+    // node), not for the host bridge itself. The bridge enumerates its functions in probe; they
+    // defer in dma_configure until the SMMU's driver binds.
+    let dma = FakeDma::new();
+    let mut m = manager(&dma);
+    let bridge = TestDriver::new(
+        "pci-host-ecam",
+        &[MatchId::Compatible("pci-host-ecam-generic")],
+    )
+    .probe(|ctx| {
+        for dev in [2, 3] {
+            ctx.add_child(edu_device(dev)).map_err(ProbeError::failed)?;
+        }
+        Ok(Box::new(()))
+    });
+    m.register_driver(bridge.arc()).unwrap();
+    m.register_driver(TestDriver::new("edu", &[EDU]).arc())
+        .unwrap();
+    dma.place_below("4010000000.pcie", SMMU_NODE);
+    let host = m
+        .add_device(
+            DeviceInfo::platform("4010000000.pcie", "/pcie@10000000")
+                .with_compatible("pci-host-ecam-generic"),
+        )
+        .unwrap();
+    assert_eq!(
+        m.state(host).and_then(DeviceState::driver),
+        Some("pci-host-ecam")
+    );
+    assert_eq!(m.deferred().count(), 2);
+    assert_eq!(
+        m.deferred_report()[0].to_string(),
+        "0000:00:02.0: deferred: waiting for iommu /smmuv3@9050000 (no such device)"
+    );
+
+    m.add_device(smmu_device()).unwrap();
+    m.register_driver(smmu_driver(&dma)).unwrap();
+    for &f in m.children(host) {
+        assert_eq!(m.state(f).and_then(DeviceState::driver), Some("edu"));
+    }
+    assert!(m.deferred_report().is_empty());
+}
