@@ -32,6 +32,7 @@
 extern crate alloc;
 
 pub mod cd;
+pub mod cmd;
 pub mod entry;
 pub mod features;
 pub mod regs;
