@@ -66,7 +66,6 @@ impl DeviceTree {
     }
 
     /// The raw blob.
-    #[allow(dead_code)] // the DT bindings crate parses it once PCI and the bus model arrive
     pub fn blob(&self) -> &'static [u8] {
         self.blob
     }

@@ -73,10 +73,12 @@ pub fn arm_wakeup(deadline: Instant) {
 
 /// Runs `callback` in interrupt context at (or soon after) `deadline`.
 pub fn call_at(deadline: Instant, callback: impl FnMut() + Send + 'static) {
-    TIMERS.lock().push(SoftTimer {
-        deadline,
-        callback: Box::new(callback),
-    });
+    call_at_boxed(deadline, Box::new(callback));
+}
+
+/// [`call_at`] for an already boxed callback.
+pub fn call_at_boxed(deadline: Instant, callback: Box<dyn FnMut() + Send>) {
+    TIMERS.lock().push(SoftTimer { deadline, callback });
     reprogram();
 }
 

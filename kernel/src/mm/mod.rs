@@ -135,6 +135,9 @@ static FRAMES: IrqLock<FrameAllocator<33>> = IrqLock::new(FrameAllocator::new())
 static FRAMES_IN_USE: AtomicU64 = AtomicU64::new(0);
 static FRAMES_TOTAL: AtomicU64 = AtomicU64::new(0);
 
+/// The boot device tree, for drivers.
+static DEVICE_TREE: spin::Once<&'static [u8]> = spin::Once::new();
+
 /// Device memory the kernel mapped, for validating driver MMIO requests.
 static DEVICE_RANGES: IrqLock<Vec<MemRange>> = IrqLock::new(Vec::new());
 /// RAM ranges, for virt_to_phys checks.
@@ -258,6 +261,7 @@ pub fn init(dt: &DeviceTree, dtb: MemRange) -> Result<(), &'static str> {
     }
     FRAMES_TOTAL.store(total, Ordering::Relaxed);
     *RAM_RANGES.lock() = ram.clone();
+    DEVICE_TREE.call_once(|| dt.blob());
     log::info!(target: "mm", "heap [{:#x}-{:#x}] {}, {} page frames free ({})",
         heap.base, heap.base + heap.size - 1, fmt_size(heap.size), total, fmt_size(total * PAGE_SIZE));
 
@@ -427,6 +431,14 @@ impl kapi::platform::Platform for KernelPlatform {
     fn wait_for_interrupt(&self, deadline: Instant) {
         crate::arch::timer::arm_wakeup(deadline);
         crate::arch::cpu::wfi();
+    }
+
+    fn call_at(&self, deadline: Instant, callback: alloc::boxed::Box<dyn FnMut() + Send>) {
+        crate::arch::timer::call_at_boxed(deadline, callback);
+    }
+
+    fn device_tree(&self) -> &'static [u8] {
+        DEVICE_TREE.get().copied().unwrap_or(&[])
     }
 }
 

@@ -39,6 +39,13 @@ pub trait Platform: Sync {
     /// Sleeps until an interrupt arrives or `deadline` passes (the platform arms a timer so the
     /// CPU always wakes). Thread context only.
     fn wait_for_interrupt(&self, deadline: Instant);
+
+    /// Runs `callback` in interrupt context at `deadline` (or soon after). Callbacks must be
+    /// short and must not sleep.
+    fn call_at(&self, deadline: Instant, callback: alloc::boxed::Box<dyn FnMut() + Send>);
+
+    /// The boot device-tree blob (for drivers that read their own node's properties).
+    fn device_tree(&self) -> &'static [u8];
 }
 
 static PLATFORM: spin::Once<&'static dyn Platform> = spin::Once::new();
@@ -129,5 +136,12 @@ pub mod fake {
         fn cache_clean(&self, _: VirtAddr, _: u64) {}
         fn cache_invalidate(&self, _: VirtAddr, _: u64) {}
         fn wait_for_interrupt(&self, _: Instant) {}
+        fn call_at(&self, _: Instant, mut callback: alloc::boxed::Box<dyn FnMut() + Send>) {
+            // No timers on the host: run it now.
+            callback();
+        }
+        fn device_tree(&self) -> &'static [u8] {
+            &[]
+        }
     }
 }
