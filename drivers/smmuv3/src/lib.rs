@@ -35,6 +35,7 @@ pub mod cd;
 pub mod cmd;
 pub mod entry;
 pub mod features;
+pub mod queue;
 pub mod regs;
 pub mod ste;
 
