@@ -10,7 +10,7 @@ use tock_registers::register_bitfields;
 use crate::{Asid, Iova, SmmuError, Ssid, StreamId, Vmid};
 
 register_bitfields! [u64,
-    /// Word 0 of configuration commands: PREFETCH_CONFIG, CFGI_* (§4.2, §4.3).
+    /// Word 0 of configuration commands: PREFETCH_CONFIG, CFGI_* (ch. 4, CMD_PREFETCH_CONFIG, CMD_CFGI_*).
     pub CMD_CFGI0 [
         /// Opcode.
         OP OFFSET(0) NUMBITS(8) [],
@@ -21,14 +21,14 @@ register_bitfields! [u64,
         /// StreamID.
         SID OFFSET(32) NUMBITS(32) []
     ],
-    /// Word 1 of configuration commands (§4.3).
+    /// Word 1 of configuration commands (ch. 4, CMD_CFGI_*).
     pub CMD_CFGI1 [
         /// Leaf: 1 = only the STE/CD itself, not structures reached through it.
         LEAF OFFSET(0) NUMBITS(1) [],
         /// CFGI_STE_RANGE: invalidate 2^(RANGE + 1) StreamIDs (31 = all).
         RANGE OFFSET(0) NUMBITS(5) []
     ],
-    /// Word 0 of TLB invalidations (§4.4).
+    /// Word 0 of TLB invalidations (ch. 4, CMD_TLBI_*).
     pub CMD_TLBI0 [
         /// Opcode.
         OP OFFSET(0) NUMBITS(8) [],
@@ -41,7 +41,7 @@ register_bitfields! [u64,
         /// ASID.
         ASID OFFSET(48) NUMBITS(16) []
     ],
-    /// Word 1 of TLB invalidations by address (§4.4).
+    /// Word 1 of TLB invalidations by address (ch. 4, CMD_TLBI_NH_VA).
     pub CMD_TLBI1 [
         /// Leaf: 1 = only last-level entries (walk caches are kept).
         LEAF OFFSET(0) NUMBITS(1) [],
@@ -57,7 +57,7 @@ register_bitfields! [u64,
         /// Address bits [63:12].
         ADDR OFFSET(12) NUMBITS(52) []
     ],
-    /// Word 0 of CMD_SYNC (§4.7).
+    /// Word 0 of CMD_SYNC (ch. 4, CMD_SYNC).
     pub CMD_SYNC0 [
         /// Opcode.
         OP OFFSET(0) NUMBITS(8) [],
@@ -74,14 +74,14 @@ register_bitfields! [u64,
         /// MSI payload.
         MSIDATA OFFSET(32) NUMBITS(32) []
     ],
-    /// Word 1 of CMD_SYNC (§4.7).
+    /// Word 1 of CMD_SYNC (ch. 4, CMD_SYNC).
     pub CMD_SYNC1 [
         /// MSI address bits [51:2].
         MSIADDR OFFSET(2) NUMBITS(50) []
     ]
 ];
 
-/// Command opcodes (§4.1).
+/// Command opcodes (ch. 4, each command's format).
 pub mod opcode {
     /// PREFETCH_CONFIG.
     pub const PREFETCH_CONFIG: u64 = 0x01;

@@ -34,6 +34,7 @@ extern crate alloc;
 pub mod cd;
 pub mod cmd;
 pub mod entry;
+pub mod event;
 pub mod features;
 pub mod queue;
 pub mod regs;
