@@ -31,6 +31,7 @@
 
 extern crate alloc;
 
+pub mod asid;
 pub mod cd;
 pub mod cmd;
 pub mod entry;
