@@ -439,12 +439,13 @@ impl Iterator for TlbiCommands {
                     *ttl,
                 );
                 let addr = self.addr;
-                self.addr += (blocks << scale) << PAGE_SHIFT;
+                // Wrapping: after the last command of a range ending at 2^64 nothing reads it.
+                self.addr = self.addr.wrapping_add((blocks << scale) << PAGE_SHIFT);
                 va(addr, range)
             }
             Mode::PerBlock { step } => {
                 let addr = self.addr;
-                self.addr += *step;
+                self.addr = self.addr.wrapping_add(*step);
                 va(addr, None)
             }
         })
@@ -763,6 +764,22 @@ mod tests {
         let plan = tlbi_va_range(&req(0x1000, (1 << 47) - 0x2000, 0x1000, true), true, 64).unwrap();
         assert!(plan.len() <= 10, "{} commands", plan.len());
         assert!(plan.clone().all(|c| matches!(c, Command::TlbiNhVa { .. })));
+    }
+
+    #[test]
+    fn smmuv3_cmd_tlbi_top_of_the_address_space() {
+        // Last page below 2^64, non-leaf: the range grows to two pages ending at 2^64.
+        let top = u64::MAX - 0x1fff;
+        let cmds: Vec<_> = tlbi_va_range(&req(top, 0x1000, 0x1000, false), true, 64)
+            .unwrap()
+            .collect();
+        assert_eq!(coverage(&cmds), [(top >> 12, 2)]);
+        // The last 2 MiB block, per block.
+        let block = u64::MAX - 0x1f_ffff;
+        let cmds: Vec<_> = tlbi_va_range(&req(block, 0x10_0000, 0x20_0000, true), false, 64)
+            .unwrap()
+            .collect();
+        assert_eq!(coverage(&cmds), [(block >> 12, 1)]);
     }
 
     #[test]

@@ -56,7 +56,7 @@ pub trait Entry: Copy {
 }
 
 /// Where the writer's stores and sync points go: the live entry in memory, and the command
-/// queue. Implemented by the driver; tests use [`fake::RecordingSync`].
+/// queue. Implemented by the driver; tests use `fake::RecordingSync` (feature `fakes`).
 pub trait EntrySync {
     /// Stores `value` into word `word` (0..8) of the entry, as one single-copy-atomic 64-bit
     /// store (never two halves, never a byte copy).

@@ -447,7 +447,7 @@ impl GlobalErrors {
         self.active
     }
 
-    /// True when `field` (for example [`GERROR::CMDQ_ERR`]) is active.
+    /// True when `field` (for example [`GERROR::CMDQ_ERR`](const@GERROR::CMDQ_ERR)) is active.
     pub fn is_active(&self, field: Field<u32, GERROR::Register>) -> bool {
         field.is_set(self.active)
     }

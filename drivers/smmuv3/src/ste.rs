@@ -252,13 +252,21 @@ impl fmt::Debug for Ste {
     }
 }
 
-/// How the stream table is organised.
+/// Stream table format (STRTAB_BASE_CFG.FMT).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StreamTableLayout {
-    /// One array of 2^`sid_bits` STEs.
-    Linear { sid_bits: u32 },
-    /// A level-1 array of 2^(`sid_bits` − [`SPLIT`]) descriptors, each covering 2^[`SPLIT`] STEs.
-    TwoLevel { sid_bits: u32 },
+pub enum StFormat {
+    /// One array of STEs.
+    Linear,
+    /// Level-1 descriptors, each covering 2^[`SPLIT`] STEs in a level-2 table.
+    TwoLevel,
+}
+
+/// How the stream table is organised; built only by [`StreamTableLayout::choose`], so a
+/// two-level layout always covers more StreamID bits than [`SPLIT`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamTableLayout {
+    format: StFormat,
+    sid_bits: u32,
 }
 
 /// Where the STE of a StreamID lives.
@@ -275,17 +283,14 @@ impl StreamTableLayout {
     /// support two-level tables (IDR0.ST_LEVEL); see the module documentation for the rule.
     pub fn choose(sid_bits: u32, two_level: bool) -> StreamTableLayout {
         let linear_bytes = STE_SIZE << sid_bits.min(32);
-        if linear_bytes <= LINEAR_MAX_BYTES {
-            StreamTableLayout::Linear { sid_bits }
+        let (format, sid_bits) = if linear_bytes <= LINEAR_MAX_BYTES {
+            (StFormat::Linear, sid_bits)
         } else if two_level {
-            StreamTableLayout::TwoLevel {
-                sid_bits: sid_bits.min(TWO_LEVEL_MAX_SID_BITS),
-            }
+            (StFormat::TwoLevel, sid_bits.min(TWO_LEVEL_MAX_SID_BITS))
         } else {
-            StreamTableLayout::Linear {
-                sid_bits: sid_bits.min(LINEAR_ONLY_MAX_SID_BITS),
-            }
-        }
+            (StFormat::Linear, sid_bits.min(LINEAR_ONLY_MAX_SID_BITS))
+        };
+        StreamTableLayout { format, sid_bits }
     }
 
     /// [`Self::choose`] from decoded features.
@@ -293,20 +298,21 @@ impl StreamTableLayout {
         Self::choose(f.sid_bits, f.two_level_st)
     }
 
+    /// Linear or two-level.
+    pub fn format(&self) -> StFormat {
+        self.format
+    }
+
     /// Number of StreamID bits the table covers (STRTAB_BASE_CFG.LOG2SIZE).
     pub fn sid_bits(&self) -> u32 {
-        match *self {
-            StreamTableLayout::Linear { sid_bits } | StreamTableLayout::TwoLevel { sid_bits } => {
-                sid_bits
-            }
-        }
+        self.sid_bits
     }
 
     /// Size in bytes of the table STRTAB_BASE points at (linear table or level-1 table).
     pub fn table_bytes(&self) -> u64 {
-        match *self {
-            StreamTableLayout::Linear { sid_bits } => STE_SIZE << sid_bits,
-            StreamTableLayout::TwoLevel { sid_bits } => L1_DESC_SIZE << (sid_bits - SPLIT),
+        match self.format {
+            StFormat::Linear => STE_SIZE << self.sid_bits,
+            StFormat::TwoLevel => L1_DESC_SIZE << (self.sid_bits - SPLIT),
         }
     }
 
@@ -318,22 +324,19 @@ impl StreamTableLayout {
 
     /// Number of level-1 descriptors (0 for a linear table).
     pub fn l1_entries(&self) -> u32 {
-        match *self {
-            StreamTableLayout::Linear { .. } => 0,
-            StreamTableLayout::TwoLevel { sid_bits } => 1 << (sid_bits - SPLIT),
+        match self.format {
+            StFormat::Linear => 0,
+            StFormat::TwoLevel => 1 << (self.sid_bits - SPLIT),
         }
     }
 
     /// The STRTAB_BASE_CFG value.
     pub fn base_cfg(&self) -> u32 {
-        let v = match *self {
-            StreamTableLayout::Linear { sid_bits } => {
-                STRTAB_BASE_CFG::FMT::Linear + STRTAB_BASE_CFG::LOG2SIZE.val(sid_bits)
-            }
-            StreamTableLayout::TwoLevel { sid_bits } => {
-                STRTAB_BASE_CFG::FMT::TwoLevel
-                    + STRTAB_BASE_CFG::SPLIT.val(SPLIT)
-                    + STRTAB_BASE_CFG::LOG2SIZE.val(sid_bits)
+        let log2size = STRTAB_BASE_CFG::LOG2SIZE.val(self.sid_bits);
+        let v = match self.format {
+            StFormat::Linear => STRTAB_BASE_CFG::FMT::Linear + log2size,
+            StFormat::TwoLevel => {
+                STRTAB_BASE_CFG::FMT::TwoLevel + STRTAB_BASE_CFG::SPLIT.val(SPLIT) + log2size
             }
         };
         v.value
@@ -353,13 +356,13 @@ impl StreamTableLayout {
 
     /// Where the STE of `sid` lives.
     pub fn locate(&self, sid: StreamId) -> Result<SteIndex, SmmuError> {
-        let bits = self.sid_bits();
+        let bits = self.sid_bits;
         if bits < 32 && sid.0 >> bits != 0 {
             return Err(SmmuError::SidOutOfRange { sid, bits });
         }
-        Ok(match self {
-            StreamTableLayout::Linear { .. } => SteIndex::Linear(sid.0),
-            StreamTableLayout::TwoLevel { .. } => SteIndex::TwoLevel {
+        Ok(match self.format {
+            StFormat::Linear => SteIndex::Linear(sid.0),
+            StFormat::TwoLevel => SteIndex::TwoLevel {
                 l1: sid.0 >> SPLIT,
                 l2: sid.0 & ((1 << SPLIT) - 1),
             },
@@ -401,6 +404,10 @@ pub const L1_INVALID: u64 = 0;
 mod tests {
     use super::*;
     use crate::features::IdRegs;
+
+    fn shape(l: StreamTableLayout) -> (StFormat, u32) {
+        (l.format(), l.sid_bits())
+    }
 
     #[test]
     fn smmuv3_ste_abort_bypass_golden() {
@@ -459,7 +466,7 @@ mod tests {
     fn smmuv3_ste_layout_qemu_is_two_level() {
         let f = Features::decode(&IdRegs::QEMU_VIRT_10_0);
         let l = StreamTableLayout::for_features(&f);
-        assert_eq!(l, StreamTableLayout::TwoLevel { sid_bits: 16 });
+        assert_eq!((l.format(), l.sid_bits()), (StFormat::TwoLevel, 16));
         assert_eq!(l.table_bytes(), 2048);
         assert_eq!(l.l1_entries(), 256);
         // FMT = 1 at [17:16], SPLIT = 8 at [10:6], LOG2SIZE = 16.
@@ -490,7 +497,7 @@ mod tests {
     fn smmuv3_ste_layout_small_tables_are_linear() {
         // 2^10 STEs = 64 KiB: still linear.
         let l = StreamTableLayout::choose(10, true);
-        assert_eq!(l, StreamTableLayout::Linear { sid_bits: 10 });
+        assert_eq!((l.format(), l.sid_bits()), (StFormat::Linear, 10));
         assert_eq!(l.table_bytes(), 64 * 1024);
         assert_eq!(l.base_cfg(), 10);
         assert_eq!(l.locate(StreamId(0x3ff)), Ok(SteIndex::Linear(0x3ff)));
@@ -501,8 +508,8 @@ mod tests {
         assert!(l.locate(StreamId(0x400)).is_err());
         // 2^11 with two-level support: two-level.
         assert_eq!(
-            StreamTableLayout::choose(11, true),
-            StreamTableLayout::TwoLevel { sid_bits: 11 }
+            shape(StreamTableLayout::choose(11, true)),
+            (StFormat::TwoLevel, 11)
         );
         // Zero StreamID bits: one STE.
         let one = StreamTableLayout::choose(0, true);
@@ -514,29 +521,29 @@ mod tests {
     #[test]
     fn smmuv3_ste_layout_caps_large_sid_spaces() {
         assert_eq!(
-            StreamTableLayout::choose(16, false),
-            StreamTableLayout::Linear { sid_bits: 16 }
+            shape(StreamTableLayout::choose(16, false)),
+            (StFormat::Linear, 16)
         );
         assert_eq!(
-            StreamTableLayout::choose(32, false),
-            StreamTableLayout::Linear { sid_bits: 16 }
+            shape(StreamTableLayout::choose(32, false)),
+            (StFormat::Linear, 16)
         );
         let l = StreamTableLayout::choose(32, true);
-        assert_eq!(l, StreamTableLayout::TwoLevel { sid_bits: 21 });
+        assert_eq!(shape(l), (StFormat::TwoLevel, 21));
         assert_eq!(l.table_bytes(), 64 * 1024);
         assert!(l.locate(StreamId(u32::MAX)).is_err());
     }
 
     #[test]
     fn smmuv3_ste_base_register_value() {
-        let l = StreamTableLayout::TwoLevel { sid_bits: 16 };
+        let l = StreamTableLayout::choose(16, true);
         // ADDR [51:6] in place, RA at bit 62.
         assert_eq!(l.base(PhysAddr(0x4000_0800)), Ok(0x4000_0800 | (1 << 62)));
         assert!(matches!(
             l.base(PhysAddr(0x4000_0400)),
             Err(SmmuError::Misaligned { align: 2048, .. })
         ));
-        let tiny = StreamTableLayout::Linear { sid_bits: 0 };
+        let tiny = StreamTableLayout::choose(0, true);
         assert_eq!(tiny.table_align(), 64);
         assert_eq!(tiny.base(PhysAddr(0x40)), Ok(0x40 | (1 << 62)));
     }
