@@ -226,12 +226,9 @@ impl Cd {
 
 impl fmt::Debug for Cd {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Cd([")?;
-        for (i, w) in self.0.iter().enumerate() {
-            let sep = if i == 0 { "" } else { ", " };
-            write!(f, "{sep}{w:#018x}")?;
-        }
-        f.write_str("])")
+        f.write_str("Cd(")?;
+        crate::fmt_words(f, &self.0)?;
+        f.write_str(")")
     }
 }
 

@@ -232,6 +232,16 @@ fn check_pa(what: Structure, addr: PhysAddr, align: u64, bits: u32) -> Result<()
     Ok(())
 }
 
+/// `[0x..., 0x..., ...]`: the words of an STE or CD for Debug output.
+fn fmt_words(f: &mut fmt::Formatter<'_>, words: &[u64]) -> fmt::Result {
+    f.write_str("[")?;
+    for (i, w) in words.iter().enumerate() {
+        let sep = if i == 0 { "" } else { ", " };
+        write!(f, "{sep}{w:#018x}")?;
+    }
+    f.write_str("]")
+}
+
 /// Physical address bits every address field of the SMMUv3 structures can hold (`[51:x]`).
 pub const PA_FIELD_BITS: u32 = 52;
 

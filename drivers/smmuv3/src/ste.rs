@@ -243,12 +243,9 @@ impl Ste {
 
 impl fmt::Debug for Ste {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Ste({:?}, [", self.config())?;
-        for (i, w) in self.0.iter().enumerate() {
-            let sep = if i == 0 { "" } else { ", " };
-            write!(f, "{sep}{w:#018x}")?;
-        }
-        f.write_str("])")
+        write!(f, "Ste({:?}, ", self.config())?;
+        crate::fmt_words(f, &self.0)?;
+        f.write_str(")")
     }
 }
 
