@@ -1,0 +1,290 @@
+//! Validation of a flattened device tree before the `fdt` crate sees it.
+//!
+//! `fdt` 0.1.5 trusts its input: it slices blocks by header offsets, `expect`s NUL-terminated
+//! UTF-8 names, indexes a 64-entry parent stack and asserts on tokens. Every one of those is
+//! checked here first, by walking the whole structure block with bounds checks, so no blob can
+//! reach a panic inside `fdt`. The walk is linear in the blob size.
+//!
+//! Refused although the format allows it: `FDT_NOP` (fdt 0.1.5 stops or asserts on it in several
+//! places) and versions below 17 (no `size_dt_struct`). dtc and QEMU emit neither.
+
+use alloc::vec::Vec;
+
+use crate::MAX_DEPTH;
+use crate::error::{BlobProblem, Block, DtError};
+
+const MAGIC: u32 = 0xd00d_feed;
+const HEADER_LEN: usize = 40;
+const BEGIN_NODE: u32 = 1;
+const END_NODE: u32 = 2;
+const PROP: u32 = 3;
+const NOP: u32 = 4;
+const END: u32 = 9;
+
+/// One node as the validator saw it, in pre-order.
+#[derive(Debug)]
+pub(crate) struct RawNode<'a> {
+    /// The name with unit address (`""` for the root).
+    pub name: &'a str,
+    /// Index of the parent in the pre-order list.
+    pub parent: Option<usize>,
+    /// Offset of its `FDT_BEGIN_NODE` token in the blob.
+    pub offset: usize,
+}
+
+/// A validated blob: exactly `totalsize` bytes, and its nodes in pre-order.
+pub(crate) struct Validated<'a> {
+    pub blob: &'a [u8],
+    pub nodes: Vec<RawNode<'a>>,
+}
+
+fn err(offset: usize, problem: BlobProblem) -> DtError {
+    DtError::Blob { offset, problem }
+}
+
+fn be32(b: &[u8], at: usize) -> Option<u32> {
+    let bytes = b.get(at..at.checked_add(4)?)?;
+    Some(u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+}
+
+/// Property names: the strings block cut at every NUL, each piece checked for UTF-8 once, so a
+/// name lookup is a binary search rather than a scan (a hostile blob can have many names).
+struct Strings<'a> {
+    block: &'a [u8],
+    /// Offsets of the NUL bytes, ascending.
+    nuls: Vec<usize>,
+    /// Per piece (the bytes before `nuls[i]`): valid UTF-8?
+    utf8: Vec<bool>,
+}
+
+impl<'a> Strings<'a> {
+    fn new(block: &'a [u8]) -> Self {
+        let nuls: Vec<usize> = block
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &b)| (b == 0).then_some(i))
+            .collect();
+        let mut start = 0;
+        let utf8 = nuls
+            .iter()
+            .map(|&end| {
+                let ok = core::str::from_utf8(&block[start..end]).is_ok();
+                start = end + 1;
+                ok
+            })
+            .collect();
+        Self { block, nuls, utf8 }
+    }
+
+    fn check(&self, nameoff: u32, at: usize) -> Result<(), DtError> {
+        let off = nameoff as usize;
+        if off >= self.block.len() {
+            return Err(err(at, BlobProblem::NameOffset(nameoff)));
+        }
+        // The first NUL at or after `off`.
+        let piece = self.nuls.partition_point(|&n| n < off);
+        let Some(&end) = self.nuls.get(piece) else {
+            return Err(err(at, BlobProblem::StringUnterminated(nameoff)));
+        };
+        let whole_ok = self.utf8.get(piece).copied().unwrap_or(false);
+        // A suffix of valid UTF-8 is valid exactly when it does not start on a continuation byte.
+        let suffix_ok = whole_ok && (off == end || self.block[off] & 0xc0 != 0x80);
+        if suffix_ok {
+            Ok(())
+        } else {
+            Err(err(at, BlobProblem::StringNotUtf8(nameoff)))
+        }
+    }
+}
+
+/// Checks the header, the reservation block and the whole structure block.
+pub(crate) fn validate(data: &[u8]) -> Result<Validated<'_>, DtError> {
+    if data.len() < HEADER_LEN {
+        return Err(err(0, BlobProblem::TooSmall(data.len())));
+    }
+    let h = |i: usize| be32(data, i * 4).unwrap_or(0);
+    let (magic, total, off_struct, off_strings, off_rsv) = (h(0), h(1), h(2), h(3), h(4));
+    let (version, last_comp, size_strings, size_struct) = (h(5), h(6), h(8), h(9));
+    if magic != MAGIC {
+        return Err(err(0, BlobProblem::BadMagic(magic)));
+    }
+    if (total as usize) > data.len() || (total as usize) < HEADER_LEN {
+        return Err(err(
+            4,
+            BlobProblem::TotalSize {
+                total,
+                available: data.len(),
+            },
+        ));
+    }
+    if version < 17 || last_comp > 17 {
+        return Err(err(
+            20,
+            BlobProblem::Version {
+                version,
+                last_compatible: last_comp,
+            },
+        ));
+    }
+    let blob = &data[..total as usize];
+    let block = |which: Block, hdr_at: usize, off: u32, size: u32| {
+        let end = u64::from(off) + u64::from(size);
+        if (off as usize) < HEADER_LEN || end > u64::from(total) {
+            Err(err(
+                hdr_at,
+                BlobProblem::BlockOutside {
+                    block: which,
+                    offset: off,
+                    size,
+                },
+            ))
+        } else {
+            Ok(&blob[off as usize..end as usize])
+        }
+    };
+    let structure = block(Block::Structure, 8, off_struct, size_struct)?;
+    let strings = block(Block::Strings, 12, off_strings, size_strings)?;
+    if !off_struct.is_multiple_of(4) {
+        return Err(err(8, BlobProblem::Misaligned(Block::Structure)));
+    }
+    check_reservations(blob, off_rsv)?;
+    let nodes = walk(structure, off_struct as usize, &Strings::new(strings))?;
+    Ok(Validated { blob, nodes })
+}
+
+fn check_reservations(blob: &[u8], off: u32) -> Result<(), DtError> {
+    let start = off as usize;
+    if start < HEADER_LEN || start > blob.len() {
+        return Err(err(
+            16,
+            BlobProblem::BlockOutside {
+                block: Block::Reservations,
+                offset: off,
+                size: 0,
+            },
+        ));
+    }
+    if !start.is_multiple_of(8) {
+        return Err(err(16, BlobProblem::Misaligned(Block::Reservations)));
+    }
+    let entries = blob[start..].chunks_exact(16);
+    for e in entries {
+        if e.iter().all(|&b| b == 0) {
+            return Ok(());
+        }
+    }
+    Err(err(start, BlobProblem::ReservationsUnterminated))
+}
+
+fn walk<'a>(s: &'a [u8], base: usize, strings: &Strings<'_>) -> Result<Vec<RawNode<'a>>, DtError> {
+    let mut nodes: Vec<RawNode<'a>> = Vec::new();
+    // Open nodes, innermost last.
+    let mut open: Vec<usize> = Vec::new();
+    let mut in_props = false;
+    let mut pos = 0usize;
+    loop {
+        let at = base + pos;
+        let token = be32(s, pos).ok_or(err(at, BlobProblem::Truncated))?;
+        match token {
+            BEGIN_NODE => {
+                let name_start = pos + 4;
+                let rest = s.get(name_start..).unwrap_or_default();
+                let len = rest
+                    .iter()
+                    .position(|&b| b == 0)
+                    .ok_or(err(at, BlobProblem::NameUnterminated))?;
+                let name = core::str::from_utf8(&rest[..len])
+                    .map_err(|_| err(at, BlobProblem::NameNotUtf8))?;
+                let parent = open.last().copied();
+                if parent.is_none() && !nodes.is_empty() {
+                    return Err(err(at, BlobProblem::SecondRoot));
+                }
+                let name_ok = match parent {
+                    None => name.is_empty(),
+                    Some(_) => !name.is_empty() && !name.contains('/'),
+                };
+                if !name_ok {
+                    return Err(err(at, BlobProblem::BadNodeName(name.into())));
+                }
+                if open.len() >= MAX_DEPTH {
+                    return Err(err(at, BlobProblem::TooDeep));
+                }
+                open.push(nodes.len());
+                nodes.push(RawNode {
+                    name,
+                    parent,
+                    offset: at,
+                });
+                in_props = true;
+                pos = align4(name_start + len + 1);
+            }
+            END_NODE => {
+                open.pop().ok_or(err(at, BlobProblem::Unbalanced))?;
+                in_props = false;
+                pos += 4;
+            }
+            PROP => {
+                if open.is_empty() {
+                    return Err(err(at, BlobProblem::PropertyOutsideNode));
+                }
+                if !in_props {
+                    return Err(err(at, BlobProblem::PropertyAfterChild));
+                }
+                let len = be32(s, pos + 4).ok_or(err(at, BlobProblem::Truncated))?;
+                let nameoff = be32(s, pos + 8).ok_or(err(at, BlobProblem::Truncated))?;
+                let value_end = (pos + 12)
+                    .checked_add(len as usize)
+                    .filter(|&e| e <= s.len())
+                    .ok_or(err(at, BlobProblem::PropertyTooLong(len)))?;
+                strings.check(nameoff, at)?;
+                pos = align4(value_end);
+            }
+            NOP => return Err(err(at, BlobProblem::Nop)),
+            END => {
+                if !open.is_empty() {
+                    return Err(err(at, BlobProblem::BadEnd));
+                }
+                if nodes.is_empty() {
+                    return Err(err(at, BlobProblem::NoRoot));
+                }
+                return Ok(nodes);
+            }
+            other => return Err(err(at, BlobProblem::Token(other))),
+        }
+    }
+}
+
+const fn align4(n: usize) -> usize {
+    (n + 3) & !3
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn property_names_are_found_by_offset() {
+        let s = Strings::new(b"reg\0compatible\0\xc3\xa9t\0\xff\0tail");
+        assert!(s.check(0, 0).is_ok());
+        assert!(s.check(2, 0).is_ok(), "a suffix of a name is a name");
+        assert!(s.check(3, 0).is_ok(), "the empty name");
+        assert!(s.check(4, 0).is_ok());
+        assert!(s.check(15, 0).is_ok());
+        assert_eq!(
+            s.check(16, 0),
+            Err(err(0, BlobProblem::StringNotUtf8(16))),
+            "inside a two-byte character"
+        );
+        assert_eq!(s.check(19, 0), Err(err(0, BlobProblem::StringNotUtf8(19))));
+        assert_eq!(
+            s.check(21, 0),
+            Err(err(0, BlobProblem::StringUnterminated(21)))
+        );
+        assert_eq!(s.check(99, 0), Err(err(0, BlobProblem::NameOffset(99))));
+    }
+
+    #[test]
+    fn alignment_rounds_up_to_words() {
+        assert_eq!((align4(0), align4(1), align4(4), align4(5)), (0, 4, 4, 8));
+    }
+}
