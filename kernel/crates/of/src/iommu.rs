@@ -201,7 +201,8 @@ fn id_map<'t>(
 
 impl<'t> Node<'t> {
     /// `iommus`: the IOMMUs this master sits behind, with their specifiers (StreamIDs for an
-    /// SMMUv3). Empty when absent.
+    /// SMMUv3). Empty when absent. Targets are returned whatever their `status`: a disabled
+    /// IOMMU means "no IOMMU", a not-yet-probed one means "defer"; both are the caller's call.
     pub fn iommus(&self) -> Result<Vec<PhandleArgs<Node<'t>>>, DtError> {
         phandle_args(*self, "iommus", "#iommu-cells", None)
     }
