@@ -22,12 +22,12 @@
 //!   so the highest fitting range below a limit is found in O(log n) even when the space is
 //!   fragmented into many small holes. Allocating or releasing a range is a constant number of
 //!   O(log n) tree updates.
-//! - Live allocations: a `BTreeMap` from first page to a record in a slab, so `free` validates
-//!   in O(log n) and the cache hit path updates the record in O(1).
+//! - Live allocations: records in a slab, found by first page through a hash index (`index`),
+//!   so `free` validates in O(1) expected and the cache hit path updates its record in O(1).
 //! - Recently freed ranges of up to 32 pages: per-size bounded stacks (`cache`). Requests of up to
 //!   32 pages are rounded up to a power of two so they share these classes. A hit costs one
-//!   bounded stack scan on `alloc` and one `BTreeMap` lookup on `free`; the free-space tree is
-//!   not touched. A cached range still counts as allocated in the tree until
+//!   bounded stack scan on `alloc` and one hash lookup on `free`; the free-space tree is not
+//!   touched. A cached range still counts as allocated in the tree until
 //!   [`IovaAllocator::flush_caches`] or a full class releases it.
 //!
 //! # The caller's side of the contract
@@ -45,6 +45,7 @@
 extern crate alloc;
 
 mod cache;
+mod index;
 mod tree;
 
 use alloc::collections::BTreeMap;
@@ -54,6 +55,7 @@ use core::fmt;
 pub use addr::{Iova, PAGE_SHIFT, PAGE_SIZE, Range};
 
 use cache::{CachedRange, MAX_CACHED_ORDER, RangeCache};
+use index::PageIndex;
 use tree::{FreeRange, FreeRangeTree};
 
 /// Largest alignment applied to a request, as a power-of-two order of pages (2 MiB).
@@ -161,7 +163,18 @@ impl fmt::Display for IovaError {
 
 impl core::error::Error for IovaError {}
 
-/// One live or cached allocation.
+/// Where an allocation record stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Handed out.
+    Live,
+    /// Freed by its owner and waiting in a per-size cache: still taken in the free-space tree.
+    Cached,
+    /// Slot unused (the range went back to free space).
+    Vacant,
+}
+
+/// One allocation, live or cached.
 #[derive(Clone, Copy, Debug)]
 struct Allocation {
     first_page: u64,
@@ -169,8 +182,7 @@ struct Allocation {
     footprint: u64,
     /// Pages the current owner asked for; `free` must name the same count.
     requested: u64,
-    /// Freed by its owner and waiting in a per-size cache.
-    cached: bool,
+    state: State,
 }
 
 /// The IOVA space of one DMA domain.
@@ -182,7 +194,7 @@ pub struct IovaAllocator {
     end_page: u64,
     free_space: FreeRangeTree,
     /// First page of each live or cached allocation -> index into `records`.
-    allocations: BTreeMap<u64, u32>,
+    allocations: PageIndex,
     records: Vec<Allocation>,
     vacant_records: Vec<u32>,
     /// Reserved windows as page ranges, merged, clipped to the aperture: first -> end.
@@ -267,7 +279,7 @@ impl IovaAllocator {
             first_page,
             end_page,
             free_space,
-            allocations: BTreeMap::new(),
+            allocations: PageIndex::new(),
             records: Vec::new(),
             vacant_records: Vec::new(),
             reserved: BTreeMap::new(),
@@ -287,7 +299,7 @@ impl IovaAllocator {
             && let Some(cached) = self.cache.take(class, limit_end)
         {
             let record = &mut self.records[cached.record as usize];
-            record.cached = false;
+            record.state = State::Live;
             record.requested = pages;
             self.count_live(pages);
             return Ok(Iova(cached.first_page << PAGE_SHIFT));
@@ -299,7 +311,7 @@ impl IovaAllocator {
             first_page,
             footprint: shape.footprint,
             requested: pages,
-            cached: false,
+            state: State::Live,
         });
         self.count_live(pages);
         Ok(Iova(first_page << PAGE_SHIFT))
@@ -315,11 +327,11 @@ impl IovaAllocator {
             return Err(IovaError::UnknownAllocation { iova });
         }
         let first_page = iova.as_u64() >> PAGE_SHIFT;
-        let Some(&index) = self.allocations.get(&first_page) else {
+        let Some(index) = self.allocations.get(first_page) else {
             return Err(self.explain_unknown_free(iova, first_page));
         };
         let record = &mut self.records[index as usize];
-        if record.cached {
+        if record.state == State::Cached {
             return Err(IovaError::DoubleFree { iova });
         }
         if record.requested != pages {
@@ -339,7 +351,7 @@ impl IovaAllocator {
                 record: index,
             };
             if self.cache.put(class, cached).is_ok() {
-                self.records[index as usize].cached = true;
+                self.records[index as usize].state = State::Cached;
                 return Ok(());
             }
         }
@@ -359,21 +371,25 @@ impl IovaAllocator {
         if first >= end {
             return Ok(());
         }
-        let mut flushed = false;
-        for (&start, &index) in self.allocations.range(..end).rev() {
-            let record = self.records[index as usize];
-            if start + record.footprint <= first {
-                break;
-            }
-            if !record.cached {
-                return Err(IovaError::ReserveOverlapsAllocation {
-                    window,
-                    allocation: page_range(start, record.footprint),
-                });
-            }
-            flushed = true;
+        // Reserving is rare (domain setup): a scan of the records is cheaper than keeping an
+        // ordered index of allocations for it.
+        let in_window = |record: &Allocation| {
+            record.state != State::Vacant
+                && record.first_page < end
+                && record.first_page + record.footprint > first
+        };
+        if let Some(live) = self
+            .records
+            .iter()
+            .filter(|record| in_window(record) && record.state == State::Live)
+            .min_by_key(|record| record.first_page)
+        {
+            return Err(IovaError::ReserveOverlapsAllocation {
+                window,
+                allocation: page_range(live.first_page, live.footprint),
+            });
         }
-        if flushed {
+        if self.records.iter().any(in_window) {
             self.flush_caches();
         }
         self.carve_reserved(first, end);
@@ -532,7 +548,8 @@ impl IovaAllocator {
 
     /// Ends an allocation (already accounted as not live) and returns its pages to free space.
     fn release(&mut self, first_page: u64, footprint: u64, index: u32) {
-        self.allocations.remove(&first_page);
+        self.allocations.remove(first_page);
+        self.records[index as usize].state = State::Vacant;
         self.vacant_records.push(index);
         self.give_back(first_page, footprint);
     }
@@ -576,21 +593,29 @@ impl IovaAllocator {
                 .map(|r| (r.start, r.end, "free")),
         );
         let (mut live, mut live_pages, mut cached) = (0, 0, 0);
-        for (&first, &index) in &self.allocations {
-            let record = self.records[index as usize];
-            assert_eq!(record.first_page, first);
-            pieces.push((first, first + record.footprint, "allocated"));
-            if record.cached {
-                cached += 1;
-                assert!(
-                    self.cache
-                        .contains(order_at_or_above(record.footprint), first)
-                );
-            } else {
-                live += 1;
-                live_pages += record.requested;
+        for (index, record) in self.records.iter().enumerate() {
+            let first = record.first_page;
+            match record.state {
+                State::Vacant => {
+                    assert!(self.vacant_records.contains(&(index as u32)));
+                    continue;
+                }
+                State::Cached => {
+                    cached += 1;
+                    assert!(
+                        self.cache
+                            .contains(order_at_or_above(record.footprint), first)
+                    );
+                }
+                State::Live => {
+                    live += 1;
+                    live_pages += record.requested;
+                }
             }
+            assert_eq!(self.allocations.get(first), Some(index as u32));
+            pieces.push((first, first + record.footprint, "allocated"));
         }
+        assert_eq!(self.allocations.len(), live + cached);
         pieces.extend(self.reserved.iter().map(|(&s, &e)| (s, e, "reserved")));
         pieces.sort_unstable();
         let mut next = self.first_page;

@@ -26,6 +26,8 @@ pub(crate) const ALIGN_ORDERS: usize = crate::MAX_ALIGN_ORDER as usize + 1;
 
 /// "No node" in the index-linked tree.
 const NIL: u32 = u32::MAX;
+/// An AVL tree of at most 2^32 nodes is less than 1.45 * 32 levels deep.
+const MAX_HEIGHT: usize = 48;
 
 /// A free range of pages `[start, end)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,6 +59,10 @@ fn capacity(start: u64, end: u64, order: usize) -> u32 {
     let align = 1u64 << order;
     let aligned_start = (start + align - 1) & !(align - 1);
     u32::try_from(end.saturating_sub(aligned_start)).unwrap_or(u32::MAX)
+}
+
+fn capacities(start: u64, end: u64) -> [u32; ALIGN_ORDERS] {
+    core::array::from_fn(|order| capacity(start, end, order))
 }
 
 impl FreeRangeTree {
@@ -116,7 +122,7 @@ impl FreeRangeTree {
             left: NIL,
             right: NIL,
             height: 1,
-            best: core::array::from_fn(|order| capacity(range.start, range.end, order)),
+            best: capacities(range.start, range.end),
         };
         match self.vacant.pop() {
             Some(index) => {
@@ -131,21 +137,26 @@ impl FreeRangeTree {
         }
     }
 
-    /// Recomputes height and capacities of `index` from its children.
-    fn update(&mut self, index: u32) {
-        let (left, right, start, end) = {
-            let n = self.node(index);
-            (n.left, n.right, n.start, n.end)
-        };
-        let height = 1 + self.height(left).max(self.height(right));
-        let best = core::array::from_fn(|order| {
-            capacity(start, end, order)
-                .max(self.best(left, order))
-                .max(self.best(right, order))
-        });
+    /// Recomputes height and capacities of `index` from its children; true when they changed.
+    fn update(&mut self, index: u32) -> bool {
+        let node = self.node(index);
+        let mut best = capacities(node.start, node.end);
+        let mut height = 1;
+        for child in [node.left, node.right] {
+            if child != NIL {
+                let child = self.node(child);
+                height = height.max(child.height + 1);
+                for (mine, theirs) in best.iter_mut().zip(child.best) {
+                    *mine = (*mine).max(theirs);
+                }
+            }
+        }
         let node = self.node_mut(index);
+        // Element-wise rather than `!=` on the arrays, which compiles to a `memcmp` call.
+        let changed = node.height != height || node.best.iter().zip(&best).any(|(a, b)| a != b);
         node.height = height;
         node.best = best;
+        changed
     }
 
     fn rotate_right(&mut self, top: u32) -> u32 {
@@ -166,9 +177,11 @@ impl FreeRangeTree {
         pivot
     }
 
-    /// Restores the AVL balance at `index` (children already balanced), returns the subtree root.
-    fn rebalance(&mut self, index: u32) -> u32 {
-        self.update(index);
+    /// Restores the AVL balance at `index` (children already balanced). Returns the subtree
+    /// root and whether the subtree (root, height or capacities) changed: when it did not,
+    /// ancestors need no update (the recursive operations below stop early on that).
+    fn rebalance(&mut self, index: u32) -> (u32, bool) {
+        let changed = self.update(index);
         let (left, right) = (self.node(index).left, self.node(index).right);
         let (hl, hr) = (self.height(left), self.height(right));
         if hl > hr + 1 {
@@ -176,78 +189,99 @@ impl FreeRangeTree {
                 let new_left = self.rotate_left(left);
                 self.node_mut(index).left = new_left;
             }
-            return self.rotate_right(index);
+            return (self.rotate_right(index), true);
         }
         if hr > hl + 1 {
             if self.height(self.node(right).right) < self.height(self.node(right).left) {
                 let new_right = self.rotate_right(right);
                 self.node_mut(index).right = new_right;
             }
-            return self.rotate_left(index);
+            return (self.rotate_left(index), true);
         }
-        index
+        (index, changed)
     }
 
     /// Adds a free range. The caller guarantees it neither overlaps nor touches another one.
     pub fn insert(&mut self, range: FreeRange) {
         let new = self.new_node(range);
-        let root = self.insert_at(self.root(), new);
+        let (root, _) = self.insert_at(self.root(), new);
         self.set_root(root);
     }
 
-    fn insert_at(&mut self, at: u32, new: u32) -> u32 {
+    fn insert_at(&mut self, at: u32, new: u32) -> (u32, bool) {
         if at == NIL {
-            return new;
+            return (new, true);
         }
-        if self.node(new).start < self.node(at).start {
-            let left = self.insert_at(self.node(at).left, new);
-            self.node_mut(at).left = left;
+        let goes_left = self.node(new).start < self.node(at).start;
+        let child = if goes_left {
+            self.node(at).left
         } else {
-            let right = self.insert_at(self.node(at).right, new);
-            self.node_mut(at).right = right;
+            self.node(at).right
+        };
+        let (sub, changed) = self.insert_at(child, new);
+        if !changed {
+            return (at, false);
+        }
+        if goes_left {
+            self.node_mut(at).left = sub;
+        } else {
+            self.node_mut(at).right = sub;
         }
         self.rebalance(at)
     }
 
     /// Removes the range starting at `start` (which must exist).
     pub fn remove(&mut self, start: u64) {
-        let root = self.remove_at(self.root(), start);
+        let (root, _) = self.remove_at(self.root(), start);
         self.set_root(root);
     }
 
-    fn remove_at(&mut self, at: u32, start: u64) -> u32 {
+    fn remove_at(&mut self, at: u32, start: u64) -> (u32, bool) {
         assert!(at != NIL, "free range {start:#x} missing from the index");
         let here = self.node(at).start;
-        if start < here {
-            let left = self.remove_at(self.node(at).left, start);
-            self.node_mut(at).left = left;
-        } else if start > here {
-            let right = self.remove_at(self.node(at).right, start);
-            self.node_mut(at).right = right;
-        } else {
+        if start == here {
             let (left, right) = (self.node(at).left, self.node(at).right);
             self.vacant.push(at);
             if left == NIL {
-                return right;
+                return (right, true);
             }
             if right == NIL {
-                return left;
+                return (left, true);
             }
-            let (rest, successor) = self.detach_min(right);
+            let ((rest, _), successor) = self.detach_min(right);
             self.node_mut(successor).left = left;
             self.node_mut(successor).right = rest;
-            return self.rebalance(successor);
+            let (root, _) = self.rebalance(successor);
+            return (root, true);
+        }
+        let goes_left = start < here;
+        let child = if goes_left {
+            self.node(at).left
+        } else {
+            self.node(at).right
+        };
+        let (sub, changed) = self.remove_at(child, start);
+        if !changed {
+            return (at, false);
+        }
+        if goes_left {
+            self.node_mut(at).left = sub;
+        } else {
+            self.node_mut(at).right = sub;
         }
         self.rebalance(at)
     }
 
-    /// Unlinks the leftmost node of the subtree: (new subtree root, detached node).
-    fn detach_min(&mut self, at: u32) -> (u32, u32) {
+    /// Unlinks the leftmost node of the subtree: ((new subtree root, changed), detached node).
+    fn detach_min(&mut self, at: u32) -> ((u32, bool), u32) {
         let left = self.node(at).left;
         if left == NIL {
-            return (self.node(at).right, at);
+            return ((self.node(at).right, true), at);
         }
-        let (rest, min) = self.detach_min(left);
+        let ((rest, changed), min) = self.detach_min(left);
+        if !changed {
+            return ((at, false), min);
+        }
         self.node_mut(at).left = rest;
         (self.rebalance(at), min)
     }
@@ -256,23 +290,30 @@ impl FreeRangeTree {
     /// the order (the caller guarantees `new` still lies between its neighbours).
     pub fn reshape(&mut self, start: u64, new: FreeRange) {
         debug_assert!(new.start < new.end);
-        let root = self.root();
-        self.reshape_at(root, start, new);
-    }
-
-    fn reshape_at(&mut self, at: u32, start: u64, new: FreeRange) {
-        assert!(at != NIL, "free range {start:#x} missing from the index");
-        let here = self.node(at).start;
-        if start < here {
-            self.reshape_at(self.node(at).left, start, new);
-        } else if start > here {
-            self.reshape_at(self.node(at).right, start, new);
-        } else {
-            let node = self.node_mut(at);
-            node.start = new.start;
-            node.end = new.end;
+        // The path down to the node; heights do not change, and capacities stop changing at the
+        // first ancestor whose maxima come from elsewhere.
+        let mut path = [NIL; MAX_HEIGHT];
+        let mut depth = 0;
+        let mut at = self.root();
+        loop {
+            assert!(at != NIL, "free range {start:#x} missing from the index");
+            path[depth] = at;
+            depth += 1;
+            let node = self.node(at);
+            match start.cmp(&node.start) {
+                core::cmp::Ordering::Less => at = node.left,
+                core::cmp::Ordering::Greater => at = node.right,
+                core::cmp::Ordering::Equal => break,
+            }
         }
-        self.update(at);
+        let node = self.node_mut(at);
+        node.start = new.start;
+        node.end = new.end;
+        for &index in path[..depth].iter().rev() {
+            if !self.update(index) {
+                break;
+            }
+        }
     }
 
     /// The range with the largest start below `bound`.
