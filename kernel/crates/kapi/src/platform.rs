@@ -43,9 +43,6 @@ pub trait Platform: Sync {
     /// Runs `callback` in interrupt context at `deadline` (or soon after). Callbacks must be
     /// short and must not sleep.
     fn call_at(&self, deadline: Instant, callback: alloc::boxed::Box<dyn FnMut() + Send>);
-
-    /// The boot device-tree blob (for drivers that read their own node's properties).
-    fn device_tree(&self) -> &'static [u8];
 }
 
 static PLATFORM: spin::Once<&'static dyn Platform> = spin::Once::new();
@@ -139,9 +136,6 @@ pub mod fake {
         fn call_at(&self, _: Instant, mut callback: alloc::boxed::Box<dyn FnMut() + Send>) {
             // No timers on the host: run it now.
             callback();
-        }
-        fn device_tree(&self) -> &'static [u8] {
-            &[]
         }
     }
 }

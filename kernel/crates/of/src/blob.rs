@@ -36,6 +36,7 @@ pub(crate) struct RawNode<'a> {
 pub(crate) struct Validated<'a> {
     pub blob: &'a [u8],
     pub nodes: Vec<RawNode<'a>>,
+    pub reservations: Vec<(u64, u64)>,
 }
 
 fn err(offset: usize, problem: BlobProblem) -> DtError {
@@ -147,12 +148,13 @@ pub(crate) fn validate(data: &[u8]) -> Result<Validated<'_>, DtError> {
     if !off_struct.is_multiple_of(4) {
         return Err(err(8, BlobProblem::Misaligned(Block::Structure)));
     }
-    check_reservations(blob, off_rsv)?;
+    let reservations = check_reservations(blob, off_rsv)?;
     let nodes = walk(structure, off_struct as usize, &Strings::new(strings))?;
-    Ok(Validated { blob, nodes })
+    Ok(Validated { blob, nodes, reservations })
 }
 
-fn check_reservations(blob: &[u8], off: u32) -> Result<(), DtError> {
+/// The `/memreserve/` entries (address, size), up to the all-zero terminator.
+fn check_reservations(blob: &[u8], off: u32) -> Result<Vec<(u64, u64)>, DtError> {
     let start = off as usize;
     if start < HEADER_LEN || start > blob.len() {
         return Err(err(
@@ -167,11 +169,13 @@ fn check_reservations(blob: &[u8], off: u32) -> Result<(), DtError> {
     if !start.is_multiple_of(8) {
         return Err(err(16, BlobProblem::Misaligned(Block::Reservations)));
     }
-    let entries = blob[start..].chunks_exact(16);
-    for e in entries {
+    let mut found = Vec::new();
+    for e in blob[start..].chunks_exact(16) {
         if e.iter().all(|&b| b == 0) {
-            return Ok(());
+            return Ok(found);
         }
+        let word = |i: usize| u64::from_be_bytes([e[i], e[i + 1], e[i + 2], e[i + 3], e[i + 4], e[i + 5], e[i + 6], e[i + 7]]);
+        found.push((word(0), word(8)));
     }
     Err(err(start, BlobProblem::ReservationsUnterminated))
 }

@@ -44,5 +44,19 @@ pub use pci::{PciSpace, PciWindow, pci_phys_hi};
 pub use topology::{DmaNode, DmaTopology, dma_topology};
 pub use tree::{DeviceTree, MAX_ADDRESS_CELLS, MAX_SPECIFIER_CELLS, Node, Status};
 
+static BOOT_TREE: spin::Once<&'static DeviceTree<'static>> = spin::Once::new();
+
+/// Records the device tree the machine booted with, parsed once by the kernel. Only the first
+/// call has an effect.
+pub fn set_boot_tree(tree: &'static DeviceTree<'static>) {
+    BOOT_TREE.call_once(|| tree);
+}
+
+/// The device tree the machine booted with, for drivers that read their own node's properties
+/// (`None` before the kernel parsed it, and in host tests that did not set one).
+pub fn boot_tree() -> Option<&'static DeviceTree<'static>> {
+    BOOT_TREE.get().copied()
+}
+
 /// Deepest node nesting accepted (the root is level 1), as libfdt's `FDT_MAX_DEPTH`.
 pub const MAX_DEPTH: usize = 32;

@@ -4,6 +4,7 @@
 //! properties and indexes them once: parent/child links, full paths, phandles. Every accessor
 //! after that is a lookup in that index and cannot panic.
 
+use addr::{PhysAddr, Range};
 use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -32,6 +33,8 @@ struct NodeData<'a> {
 pub struct DeviceTree<'a> {
     nodes: Vec<NodeData<'a>>,
     phandles: BTreeMap<u32, usize>,
+    blob: &'a [u8],
+    reservations: Vec<(u64, u64)>,
 }
 
 impl fmt::Debug for DeviceTree<'_> {
@@ -99,6 +102,8 @@ impl<'a> DeviceTree<'a> {
         let mut dt = DeviceTree {
             nodes,
             phandles: BTreeMap::new(),
+            blob: v.blob,
+            reservations: v.reservations.clone(),
         };
         dt.check_duplicates(&v.nodes)?;
         dt.index_phandles()?;
@@ -160,6 +165,21 @@ impl<'a> DeviceTree<'a> {
 
     fn node_at(&self, id: usize) -> Node<'_> {
         Node { dt: self, id }
+    }
+
+    /// The blob, cut to its header's `totalsize`.
+    pub fn blob(&self) -> &'a [u8] {
+        self.blob
+    }
+
+    /// The `/memreserve/` entries of the blob header as CPU physical ranges (zero-sized entries
+    /// skipped, sizes clipped so a range never wraps past the top of the address space).
+    pub fn memory_reservations(&self) -> Vec<Range<PhysAddr>> {
+        self.reservations
+            .iter()
+            .filter(|(_, size)| *size > 0)
+            .map(|&(addr, size)| Range::new(PhysAddr(addr), size.min(u64::MAX - addr)))
+            .collect()
     }
 
     /// The root node.

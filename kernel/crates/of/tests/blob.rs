@@ -349,3 +349,26 @@ fn blob_errors_display_offset_and_cause() {
     let p = Problem::NotMultiple { cells: 7, entry: 4 };
     assert_eq!(p.to_string(), "7 cells is not a multiple of 4");
 }
+
+#[test]
+fn memreserve_entries_are_read_from_the_header() {
+    // A blob with /memreserve/ 0x1000 0x2000; built by hand: header, reservation block with one
+    // entry and the terminator, an empty root node.
+    let mut blob = Vec::new();
+    let header_len = 40u32;
+    let rsv = header_len;
+    let structs = rsv + 32;
+    let struct_block: Vec<u8> = [1u32, 0, 2, 9].iter().flat_map(|w| w.to_be_bytes()).collect();
+    let strings = structs + struct_block.len() as u32;
+    let total = strings;
+    for w in [0xd00d_feedu32, total, structs, strings, rsv, 17, 16, 0, 0, struct_block.len() as u32] {
+        blob.extend_from_slice(&w.to_be_bytes());
+    }
+    for w in [0x1000u64, 0x2000, 0, 0] {
+        blob.extend_from_slice(&w.to_be_bytes());
+    }
+    blob.extend_from_slice(&struct_block);
+    let dt = of::DeviceTree::parse(&blob).expect("hand-made blob parses");
+    assert_eq!(dt.memory_reservations(), [addr::Range::new(addr::PhysAddr(0x1000), 0x2000)]);
+    assert_eq!(dt.blob().len(), total as usize);
+}
