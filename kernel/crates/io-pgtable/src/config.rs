@@ -23,7 +23,8 @@ pub enum BlockSplit {
     /// BBML 0 or 1. The unmap writes the block entry invalid and leaves a software marker
     /// pointing at the replacement table; [`PageTable::flush`](crate::PageTable::flush) links
     /// that table only after the caller's invalidation has completed. Until then the rest of
-    /// the block faults (the cost of break-before-make).
+    /// the block faults (the cost of break-before-make), and so does anything `map` puts into
+    /// that block meanwhile: callers flush right after the unmap, before mapping again.
     BreakBeforeMake,
     /// BBML 2. The unmap replaces the block with a fully built table in one 64-bit store; the
     /// rest of the block stays mapped throughout.

@@ -7,7 +7,7 @@
 //! the caller's invalidation and releases those only when it reports success, so the unsafe
 //! order (page reused while a walk cache still points at it) cannot be written by accident.
 
-use addr::{Address, PhysAddr, Range};
+use addr::{Address, Iova, PhysAddr, Range};
 use alloc::vec::Vec;
 use core::marker::PhantomData;
 
@@ -18,7 +18,7 @@ use core::marker::PhantomData;
 /// when the range is large. For a CPU: `TLBI VAE1IS`/`RVAE1IS` (or `VALE1IS` when leaf-only),
 /// then `DSB ISH`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Invalidation<A: Address> {
+pub struct Invalidation<A: Address = Iova> {
     /// Covers every input address whose cached translation or walk may now be stale.
     pub range: Range<A>,
     /// Only leaf entries were removed (Leaf = 1). False when table pages were removed, so
@@ -57,7 +57,7 @@ pub(crate) struct PendingLink {
 /// the leaked pages so leak checks see them.
 #[must_use = "a gather holds TLB maintenance the caller must flush"]
 #[derive(Debug)]
-pub struct Gather<A: Address> {
+pub struct Gather<A: Address = Iova> {
     /// Identity of the page table this gather belongs to.
     pub(crate) owner: Option<u64>,
     range: Option<(u64, u64)>,

@@ -108,6 +108,13 @@ fn slots(level: u8, start: u64, end: u64) -> impl Iterator<Item = Slot> {
         })
 }
 
+/// State of one `unmap` call.
+struct Unmapping<'g, A: Address> {
+    gather: &'g mut Gather<A>,
+    /// Tables taken before anything changed, for the splits the unmap will do.
+    spare_tables: Vec<PhysAddr>,
+}
+
 /// Lowest and highest index written in one table, for one `sync` per table.
 #[derive(Clone, Copy, Debug, Default)]
 struct Touched(Option<(usize, usize)>);
@@ -255,28 +262,23 @@ impl<M: TableMemory, A: Address> PageTable<M, A> {
             _ => gather.owner = Some(self.id),
         }
         let (start, end) = (input.raw(), input.raw() + size);
-        let mut spares = Vec::new();
+        let mut work = Unmapping {
+            gather,
+            spare_tables: Vec::new(),
+        };
         for boundary in [start, end] {
             for _ in 0..self.split_tables_needed(boundary) {
                 match self.new_table() {
-                    Ok(table) => spares.push(table),
+                    Ok(table) => work.spare_tables.push(table),
                     Err(error) => {
-                        self.discard_unlinked(spares);
+                        self.discard_unlinked(work.spare_tables);
                         return Err(error);
                     }
                 }
             }
         }
-        let removed = self.unmap_level(
-            self.root,
-            self.start_level,
-            start,
-            end,
-            true,
-            gather,
-            &mut spares,
-        );
-        self.discard_unlinked(spares);
+        let removed = self.unmap_level(self.root, self.start_level, start, end, true, &mut work);
+        self.discard_unlinked(work.spare_tables);
         self.mapped_bytes -= removed;
         Ok(removed)
     }
@@ -510,7 +512,6 @@ impl<M: TableMemory, A: Address> PageTable<M, A> {
     /// Removes `[start, end)` below `table`; returns the bytes unmapped. `visible`: the walker
     /// can reach `table` (false inside a break-before-make replacement not linked yet, where
     /// nothing can be cached and pages can be freed at once).
-    #[allow(clippy::too_many_arguments)]
     fn unmap_level(
         &mut self,
         table: PhysAddr,
@@ -518,8 +519,7 @@ impl<M: TableMemory, A: Address> PageTable<M, A> {
         start: u64,
         end: u64,
         visible: bool,
-        gather: &mut Gather<A>,
-        spares: &mut Vec<PhysAddr>,
+        work: &mut Unmapping<'_, A>,
     ) -> u64 {
         let mut touched = Touched::default();
         let mut cleared = 0;
@@ -534,49 +534,37 @@ impl<M: TableMemory, A: Address> PageTable<M, A> {
                     cleared += 1;
                     removed += slot.end - slot.start;
                     if visible {
-                        gather.add_leaves(slot.entry_start, slot.entry_end, level);
+                        work.gather
+                            .add_leaves(slot.entry_start, slot.entry_end, level);
                     }
                 }
                 Descriptor::Leaf { output, attributes } => {
                     removed += slot.end - slot.start;
-                    let replacement = self.build_split(level, &slot, output, attributes, spares);
+                    let replacement =
+                        self.build_split(level, &slot, output, attributes, &mut work.spare_tables);
                     touched.add(slot.index);
-                    self.link_split(table, level, &slot, replacement, visible, gather);
+                    self.link_split(table, level, &slot, replacement, visible, work.gather);
                 }
                 Descriptor::Table(child) => {
-                    removed += self.unmap_level(
-                        child,
-                        level + 1,
-                        slot.start,
-                        slot.end,
-                        visible,
-                        gather,
-                        spares,
-                    );
+                    removed +=
+                        self.unmap_level(child, level + 1, slot.start, slot.end, visible, work);
                     if self.entry_counts.get(&child) == Some(&0) {
                         self.memory.write(table, slot.index, 0);
                         touched.add(slot.index);
                         cleared += 1;
-                        self.retire(child, &slot, visible, gather);
+                        self.retire(child, &slot, visible, work.gather);
                     }
                 }
                 Descriptor::PendingTable(child) => {
-                    removed += self.unmap_level(
-                        child,
-                        level + 1,
-                        slot.start,
-                        slot.end,
-                        false,
-                        gather,
-                        spares,
-                    );
+                    removed +=
+                        self.unmap_level(child, level + 1, slot.start, slot.end, false, work);
                     if self.entry_counts.get(&child) == Some(&0) {
                         // Never linked: the split is undone and its flush will skip it.
                         self.pending_links.remove(&(table, slot.index));
                         self.memory.write(table, slot.index, 0);
                         touched.add(slot.index);
                         cleared += 1;
-                        self.retire(child, &slot, false, gather);
+                        self.retire(child, &slot, false, work.gather);
                     }
                 }
             }
