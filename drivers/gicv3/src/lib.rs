@@ -11,6 +11,8 @@
 
 extern crate alloc;
 
+pub mod its;
+pub mod lpi;
 pub mod regs;
 
 use core::time::Duration;
