@@ -1,11 +1,22 @@
-//! Arm GICv3: distributor, the boot CPU's redistributor, and the system-register CPU interface.
+//! Arm GICv3: distributor, the boot CPU's redistributor, the system-register CPU interface, and
+//! message-based interrupts: LPIs ([`lpi`]) and the Interrupt Translation Service ([`its`]).
 //!
-//! Every interrupt is Group 1 (non-secure), priority [`DEFAULT_PRIORITY`], routed to the boot CPU.
-//! The CPU interface is reached through system registers, which only the kernel's arch code may
-//! touch; it hands this driver a [`CpuInterface`] implementation.
+//! Every wired interrupt is Group 1 (non-secure), priority [`DEFAULT_PRIORITY`], routed to the
+//! boot CPU. LPIs are always Group 1 and edge-triggered; their priority and enable bit live in a
+//! configuration table in memory. The CPU interface is reached through system registers, which
+//! only the kernel's arch code may touch; it hands this driver a [`CpuInterface`] implementation.
+//!
+//! # Bring-up
+//! 1. [`GicV3::new`]: distributor, redistributor, CPU interface (SGIs, PPIs, SPIs work).
+//! 2. [`GicV3::enable_lpis`]: LPI tables for the boot CPU's redistributor, GICR_CTLR.EnableLPIs.
+//! 3. [`GicV3::add_its`]: device and collection tables, command queue, ITS enabled, collection 0
+//!    mapped to the boot CPU. It returns the [`its::Its`] that PCI MSI set-up goes through.
+//! 4. `kapi::irq::set_chip`: [`IrqChip`] then covers SPIs, PPIs and the LPIs handed out by the ITS.
 //!
 //! # Resources
-//! - Arm IHI 0069H, GIC Architecture Specification v3/v4: §12.9 (GICD), §12.11 (GICR), §12.2 (ICC)
+//! - Arm IHI 0069H, GIC Architecture Specification v3/v4: §12.9 (GICD), §12.11 (GICR), §12.2 (ICC),
+//!   §12.19 (GITS), chapter 5 (LPIs §5.1, the ITS and its tables §5.2, ITS commands §5.3)
+//! - QEMU 10.0 `hw/intc/arm_gicv3_its.c`, `hw/intc/gicv3_internal.h`: the ITS the kernel runs on
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
@@ -15,14 +26,20 @@ pub mod its;
 pub mod lpi;
 pub mod regs;
 
+use alloc::sync::Arc;
+use core::fmt;
 use core::time::Duration;
 
+use kapi::PhysAddr;
 use kapi::irq::{IrqChip, IrqError, IrqLine, Trigger};
 use kapi::mmio::{Mmio, MmioError, MmioRegion};
 use kapi::sync::IrqLock;
 use kapi::time::poll_until;
 use regs::{FRAME_SIZE, GICD_CTLR, GICD_TYPER, GICR_TYPER, GICR_WAKER, Gicd, GicrRd, GicrSgi};
 use tock_registers::interfaces::{ReadWriteable, Readable, Writeable};
+
+pub use its::{Its, ItsConfig, ItsDevice, ItsSummary, MsiMessage, MsiVector};
+pub use lpi::{LPI_BASE, LpiConfig, LpiSummary, Lpis, TableAccess};
 
 /// Priority given to every interrupt (lower is more urgent; anything below the mask is taken).
 pub const DEFAULT_PRIORITY: u8 = 0xa0;
@@ -33,8 +50,9 @@ pub const SPI_BASE: u32 = 32;
 /// INTIDs 1020..1023 are special (1023 = nothing pending).
 pub const SPECIAL_INTID_BASE: u32 = 1020;
 
-/// Register-write handshakes (RWP, ChildrenAsleep) take microseconds; this bound is generous.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_millis(100);
+/// Register-write handshakes (RWP, ChildrenAsleep, Quiescent) take microseconds; this bound is
+/// generous.
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// The CPU interface system registers (ICC_*_EL1), implemented by the kernel's arch code.
 pub trait CpuInterface: Send + Sync {
@@ -54,15 +72,83 @@ pub trait CpuInterface: Send + Sync {
     fn affinity(&self) -> u32;
 }
 
-/// Errors while bringing the GIC up.
+/// Memory the GIC reads or writes, named in errors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GicTable {
+    /// LPI configuration table (GICR_PROPBASER).
+    LpiConfiguration,
+    /// LPI pending table (GICR_PENDBASER).
+    LpiPending,
+    /// ITS device table (GITS_BASER<n>.Type = Devices).
+    Device,
+    /// ITS collection table (GITS_BASER<n>.Type = Collections).
+    Collection,
+    /// ITS command queue (GITS_CBASER).
+    CommandQueue,
+    /// A device's interrupt translation table (MAPD).
+    Itt,
+}
+
+impl fmt::Display for GicTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            GicTable::LpiConfiguration => "LPI configuration table",
+            GicTable::LpiPending => "LPI pending table",
+            GicTable::Device => "ITS device table",
+            GicTable::Collection => "ITS collection table",
+            GicTable::CommandQueue => "ITS command queue",
+            GicTable::Itt => "interrupt translation table",
+        })
+    }
+}
+
+/// Errors of the GIC driver: bring-up, LPIs and the ITS.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GicError {
     /// A register block does not fit in the region given.
     Mmio(MmioError),
     /// No redistributor in the region serves this CPU.
     NoRedistributor { affinity: u32 },
-    /// A register handshake did not complete.
+    /// A register handshake (or the ITS consuming commands) did not complete in time.
     Timeout { register: &'static str },
+    /// The GIC has no physical LPIs (GICD_TYPER.LPIS or GICR_TYPER.PLPIS is 0).
+    NoLpis,
+    /// GICR_CTLR.EnableLPIs was set before the kernel ran and cannot be cleared, so the LPI
+    /// tables cannot be replaced.
+    LpisAlreadyEnabled,
+    /// The LPI INTID width asked for is below 14 or above what GICD_TYPER.IDbits allows.
+    LpiIdBits { requested: u32, supported: u32 },
+    /// [`GicV3::add_its`] was called before [`GicV3::enable_lpis`].
+    LpisNotEnabled,
+    /// This driver drives one ITS; a second was offered.
+    ItsAlreadyPresent,
+    /// The ITS was disabled (its memory is gone); no commands can be issued.
+    ItsDisabled,
+    /// Page frames for a table could not be allocated.
+    OutOfMemory { table: GicTable, bytes: u64 },
+    /// The ITS does not translate to physical LPIs (GITS_TYPER.Physical = 0).
+    ItsNotPhysical,
+    /// No GITS_BASER<n> holds a table this driver needs.
+    MissingTable { table: GicTable },
+    /// A flat table would need more pages than GITS_BASER<n>.Size can describe.
+    TableTooLarge { table: GicTable, bytes: u64 },
+    /// GITS_BASER<index> accepted none of the page sizes tried.
+    PageSizeRejected { index: usize },
+    /// The ITS stopped at a command (GITS_CREADR.Stalled): its byte offset in the queue and its
+    /// command number.
+    CommandStalled { offset: u64, opcode: u8 },
+    /// The DeviceID does not fit the device table.
+    DeviceIdOutOfRange { device_id: u32, bits: u32 },
+    /// The DeviceID already has an [`ItsDevice`].
+    DeviceAlreadyMapped { device_id: u32 },
+    /// Zero vectors, or more than the ITS's EventID bits allow.
+    VectorCount { requested: u32, max: u64 },
+    /// Every LPI is in use.
+    NoFreeLpi,
+    /// Every EventID of the device already has a vector.
+    NoFreeEvent { device_id: u32 },
+    /// The vector is not mapped on this device.
+    NotMapped { intid: u32 },
 }
 
 impl From<MmioError> for GicError {
@@ -71,14 +157,60 @@ impl From<MmioError> for GicError {
     }
 }
 
-impl core::fmt::Display for GicError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+impl fmt::Display for GicError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             GicError::Mmio(e) => write!(f, "{e}"),
             GicError::NoRedistributor { affinity } => {
                 write!(f, "no redistributor for CPU affinity {affinity:#x}")
             }
             GicError::Timeout { register } => write!(f, "{register} handshake timed out"),
+            GicError::NoLpis => f.write_str("the GIC does not implement physical LPIs"),
+            GicError::LpisAlreadyEnabled => {
+                f.write_str("LPIs were enabled before boot and cannot be disabled")
+            }
+            GicError::LpiIdBits {
+                requested,
+                supported,
+            } => write!(
+                f,
+                "{requested} LPI ID bits asked for, the GIC supports 14 to {supported}"
+            ),
+            GicError::LpisNotEnabled => f.write_str("LPIs must be enabled before the ITS"),
+            GicError::ItsAlreadyPresent => f.write_str("an ITS is already in use"),
+            GicError::ItsDisabled => f.write_str("the ITS is disabled"),
+            GicError::OutOfMemory { table, bytes } => {
+                write!(f, "no memory for the {table} ({bytes} bytes)")
+            }
+            GicError::ItsNotPhysical => f.write_str("the ITS does not support physical LPIs"),
+            GicError::MissingTable { table } => write!(f, "the ITS has no {table}"),
+            GicError::TableTooLarge { table, bytes } => {
+                write!(
+                    f,
+                    "the {table} would need {bytes} bytes, more than GITS_BASER can hold"
+                )
+            }
+            GicError::PageSizeRejected { index } => {
+                write!(f, "GITS_BASER{index} accepts no page size tried")
+            }
+            GicError::CommandStalled { offset, opcode } => write!(
+                f,
+                "the ITS stalled on command {opcode:#04x} at queue offset {offset:#x}"
+            ),
+            GicError::DeviceIdOutOfRange { device_id, bits } => {
+                write!(f, "DeviceID {device_id:#x} does not fit in {bits} bits")
+            }
+            GicError::DeviceAlreadyMapped { device_id } => {
+                write!(f, "DeviceID {device_id:#x} is already mapped")
+            }
+            GicError::VectorCount { requested, max } => {
+                write!(f, "{requested} MSI vectors asked for, 1 to {max} possible")
+            }
+            GicError::NoFreeLpi => f.write_str("no free LPI"),
+            GicError::NoFreeEvent { device_id } => {
+                write!(f, "DeviceID {device_id:#x} has no free EventID")
+            }
+            GicError::NotMapped { intid } => write!(f, "LPI {intid} is not mapped on this device"),
         }
     }
 }
@@ -87,10 +219,14 @@ impl core::fmt::Display for GicError {
 pub struct GicV3 {
     gicd: Mmio<Gicd>,
     gicd_ctlr_lock: IrqLock<()>,
+    gicr: MmioRegion,
+    rd_offset: u64,
     rd: Mmio<GicrRd>,
     sgi: Mmio<GicrSgi>,
     cpu: alloc::boxed::Box<dyn CpuInterface>,
     spis: u32,
+    lpis: Option<Arc<Lpis>>,
+    its: Option<Arc<Its>>,
 }
 
 impl GicV3 {
@@ -102,15 +238,19 @@ impl GicV3 {
         cpu: alloc::boxed::Box<dyn CpuInterface>,
     ) -> Result<Self, GicError> {
         let gicd = gicd.view::<Gicd>(0)?;
-        let (rd, sgi) = find_redistributor(gicr, cpu.affinity())?;
+        let (rd_offset, rd, sgi) = find_redistributor(gicr, cpu.affinity())?;
         let lines = 32 * (gicd.TYPER.read(GICD_TYPER::ITLinesNumber) + 1);
         let gic = GicV3 {
             gicd,
             gicd_ctlr_lock: IrqLock::new(()),
+            gicr: *gicr,
+            rd_offset,
             rd,
             sgi,
             cpu,
             spis: lines.min(SPECIAL_INTID_BASE) - SPI_BASE,
+            lpis: None,
+            its: None,
         };
         gic.init_distributor()?;
         gic.init_redistributor()?;
@@ -121,6 +261,64 @@ impl GicV3 {
     /// Number of SPIs the distributor implements.
     pub fn spi_count(&self) -> u32 {
         self.spis
+    }
+
+    /// Gives the boot CPU's redistributor its LPI configuration and pending tables and sets
+    /// GICR_CTLR.EnableLPIs. `gicr_pa` is the physical address of the redistributor region
+    /// passed to [`GicV3::new`] (an ITS with GITS_TYPER.PTA = 1 names redistributors by address).
+    /// Calling it again returns the existing set-up.
+    pub fn enable_lpis(
+        &mut self,
+        gicr_pa: PhysAddr,
+        cfg: LpiConfig,
+    ) -> Result<LpiSummary, GicError> {
+        if let Some(lpis) = &self.lpis {
+            return Ok(lpis.summary());
+        }
+        let typer = self.gicd.TYPER.extract();
+        if !typer.is_set(GICD_TYPER::LPIS) || !self.rd.TYPER.is_set(GICR_TYPER::PLPIS) {
+            return Err(GicError::NoLpis);
+        }
+        let lpis = Lpis::enable(
+            &self.gicr,
+            self.rd_offset,
+            PhysAddr(gicr_pa.0 + self.rd_offset),
+            self.rd.TYPER.read(GICR_TYPER::Processor_Number) as u16,
+            typer.read(GICD_TYPER::IDbits) + 1,
+            typer.read(GICD_TYPER::num_LPIs),
+            cfg,
+        )?;
+        let summary = lpis.summary();
+        self.lpis = Some(Arc::new(lpis));
+        Ok(summary)
+    }
+
+    /// Brings up the ITS whose registers are `its` (the DT `reg` of the `arm,gic-v3-its` node:
+    /// control and translation frames, 128 KiB) at physical address `its_pa`, and maps
+    /// collection 0 to the boot CPU. LPIs must be enabled first.
+    pub fn add_its(
+        &mut self,
+        its: &MmioRegion,
+        its_pa: PhysAddr,
+        cfg: ItsConfig,
+    ) -> Result<Arc<Its>, GicError> {
+        let lpis = self.lpis.clone().ok_or(GicError::LpisNotEnabled)?;
+        if self.its.is_some() {
+            return Err(GicError::ItsAlreadyPresent);
+        }
+        let its = Arc::new(Its::new(its, its_pa, lpis, cfg)?);
+        self.its = Some(its.clone());
+        Ok(its)
+    }
+
+    /// The LPI tables, once [`GicV3::enable_lpis`] succeeded.
+    pub fn lpis(&self) -> Option<&Arc<Lpis>> {
+        self.lpis.as_ref()
+    }
+
+    /// The ITS, once [`GicV3::add_its`] succeeded.
+    pub fn its(&self) -> Option<&Arc<Its>> {
+        self.its.as_ref()
     }
 
     fn wait_gicd_rwp(&self) -> Result<(), GicError> {
@@ -205,11 +403,12 @@ fn irouter_for(affinity: u32) -> u64 {
     low | (aff3 << 32)
 }
 
-/// Walks the redistributor frames until the one whose affinity matches.
+/// Walks the redistributor frames until the one whose affinity matches; returns its offset in
+/// the region and its two frames.
 fn find_redistributor(
     gicr: &MmioRegion,
     affinity: u32,
-) -> Result<(Mmio<GicrRd>, Mmio<GicrSgi>), GicError> {
+) -> Result<(u64, Mmio<GicrRd>, Mmio<GicrSgi>), GicError> {
     let mut offset = 0;
     while offset + 2 * FRAME_SIZE <= gicr.size() {
         let rd = gicr.view::<GicrRd>(offset)?;
@@ -221,7 +420,7 @@ fn find_redistributor(
         } * FRAME_SIZE;
         if typer.read(GICR_TYPER::Affinity_Value) as u32 == affinity {
             let sgi = gicr.view::<GicrSgi>(offset + FRAME_SIZE)?;
-            return Ok((rd, sgi));
+            return Ok((offset, rd, sgi));
         }
         if typer.is_set(GICR_TYPER::Last) {
             break;
@@ -231,8 +430,37 @@ fn find_redistributor(
     Err(GicError::NoRedistributor { affinity })
 }
 
+impl GicV3 {
+    /// LPIs are edge-triggered and routed by their collection; only allocated ones exist.
+    fn configure_lpi(&self, line: IrqLine) -> Result<(), IrqError> {
+        match &self.lpis {
+            Some(lpis) if lpis.is_allocated(line.intid) && line.trigger == Trigger::Edge => Ok(()),
+            _ => Err(IrqError::InvalidLine(line.intid)),
+        }
+    }
+
+    /// Enables or disables an LPI: its configuration byte, then INV + SYNC through the ITS.
+    fn set_lpi_enabled(&self, intid: u32, enabled: bool) {
+        let Some(lpis) = &self.lpis else { return };
+        if !lpis.is_allocated(intid) {
+            return;
+        }
+        match &self.its {
+            Some(its) => {
+                if let Err(e) = its.set_lpi_enabled(intid, enabled) {
+                    log::error!(target: "gicv3", "LPI {intid}: {e}");
+                }
+            }
+            None => lpis.set_config(intid, DEFAULT_PRIORITY, enabled),
+        }
+    }
+}
+
 impl IrqChip for GicV3 {
     fn configure(&self, line: IrqLine) -> Result<(), IrqError> {
+        if line.intid >= LPI_BASE {
+            return self.configure_lpi(line);
+        }
         self.check(line.intid)?;
         if line.intid < 16 {
             // SGIs are always edge-triggered; nothing to configure.
@@ -260,6 +488,9 @@ impl IrqChip for GicV3 {
     }
 
     fn enable(&self, intid: u32) {
+        if intid >= LPI_BASE {
+            return self.set_lpi_enabled(intid, true);
+        }
         if self.check(intid).is_err() {
             return;
         }
@@ -272,6 +503,9 @@ impl IrqChip for GicV3 {
     }
 
     fn disable(&self, intid: u32) {
+        if intid >= LPI_BASE {
+            return self.set_lpi_enabled(intid, false);
+        }
         if self.check(intid).is_err() {
             return;
         }
@@ -302,3 +536,5 @@ impl IrqChip for GicV3 {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod testutil;

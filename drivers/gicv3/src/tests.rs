@@ -1,40 +1,11 @@
 use super::*;
+use crate::testutil::{
+    FakeCpu, GICR_PA, ITS_PA, ItsFixture, Recorded, cpu, gic_regions, gic_with_lpis, serial,
+};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use kapi::mmio::fake_region;
 use std::sync::Mutex;
-
-#[derive(Default)]
-struct Recorded {
-    sre: bool,
-    pmr: u8,
-    grp1: bool,
-    eois: Vec<u32>,
-}
-
-struct FakeCpu(&'static Mutex<Recorded>, u32);
-
-impl CpuInterface for FakeCpu {
-    fn enable_system_registers(&self) {
-        self.0.lock().unwrap().sre = true;
-    }
-    fn set_priority_mask(&self, mask: u8) {
-        self.0.lock().unwrap().pmr = mask;
-    }
-    fn set_binary_point(&self, _: u8) {}
-    fn enable_group1(&self, enable: bool) {
-        self.0.lock().unwrap().grp1 = enable;
-    }
-    fn acknowledge(&self) -> u32 {
-        1023
-    }
-    fn end_of_interrupt(&self, intid: u32) {
-        self.0.lock().unwrap().eois.push(intid);
-    }
-    fn affinity(&self) -> u32 {
-        self.1
-    }
-}
 
 /// Two redistributors (affinities 0 and 1), the second marked Last.
 fn regions() -> (MmioRegion, MmioRegion) {
@@ -131,4 +102,159 @@ fn configure_sets_trigger_and_route_and_rejects_unknown_lines() {
         Err(IrqError::InvalidLine(200))
     );
     assert_eq!(gic.ack(), None);
+}
+
+#[test]
+fn enable_lpis_programs_both_tables_then_sets_enable_lpis() {
+    let t = serial();
+    let before = t.frames();
+    let (gicd, gicr) = gic_regions();
+    let mut gic = GicV3::new(&gicd, &gicr, cpu(1)).unwrap();
+    let s = gic.enable_lpis(GICR_PA, LpiConfig::default()).unwrap();
+    assert_eq!(s.id_bits, 14);
+    assert_eq!(s.lpis, 8192);
+    assert_eq!(s.config_bytes, 8 * 1024);
+    assert_eq!(s.pending_bytes, 64 * 1024);
+    assert_eq!(s.access, TableAccess::Coherent);
+    // CPU 1's redistributor (the second one) got the tables.
+    let rd = 2 * FRAME_SIZE;
+    assert_eq!(gicr.read32(rd).unwrap() & 1, 1, "GICR_CTLR.EnableLPIs");
+    assert_eq!(
+        gicr.read32(0).unwrap() & 1,
+        0,
+        "the other CPU's redistributor is untouched"
+    );
+    // PROPBASER: address, IDbits = 13, inner shareable [11:10] = 1, RaWaWb [9:7] = 7.
+    let prop = gicr.read64(rd + 0x70).unwrap();
+    assert_eq!(prop & 0xfff, 0x400 | 0x380 | 13);
+    assert_eq!(prop & 0x000f_ffff_ffff_f000, s.config_table.0);
+    // PENDBASER: PTZ [62], address 64 KiB aligned, inner shareable, RaWaWb.
+    let pend = gicr.read64(rd + 0x78).unwrap();
+    assert_eq!(pend & !0x000f_ffff_ffff_0000, (1 << 62) | 0x400 | 0x380);
+    assert_eq!(pend & 0x000f_ffff_ffff_0000, s.pending_table.0);
+    assert!(s.pending_table.is_aligned(0x1_0000));
+    // Every LPI starts disabled at the default priority.
+    let lpis = gic.lpis().unwrap();
+    assert_eq!(lpis.config(LPI_BASE), Some(0xa2));
+    assert_eq!(lpis.config(LPI_BASE + 8191), Some(0xa2));
+    assert_eq!(lpis.config(LPI_BASE + 8192), None);
+    assert_eq!(lpis.processor_number(), 1);
+    assert_eq!(lpis.redistributor_pa(), PhysAddr(0x080c_0000));
+    // 8 KiB + 64 KiB of tables; asking again changes nothing.
+    assert_eq!(t.frames() - before, 2 + 16);
+    assert_eq!(gic.enable_lpis(GICR_PA, LpiConfig::default()), Ok(s));
+    assert_eq!(t.frames() - before, 2 + 16);
+    // Dropping the GIC turns LPIs off before the tables are freed.
+    drop(gic);
+    assert_eq!(gicr.read32(rd).unwrap() & 1, 0);
+    assert_eq!(t.frames(), before);
+}
+
+#[test]
+fn lpis_need_gicd_lpis_and_gicr_plpis() {
+    let _t = serial();
+    let (gicd, gicr) = gic_regions();
+    gicd.write32(0x4, 3).unwrap();
+    let mut gic = GicV3::new(&gicd, &gicr, cpu(0)).unwrap();
+    assert_eq!(
+        gic.enable_lpis(GICR_PA, LpiConfig::default()),
+        Err(GicError::NoLpis)
+    );
+    let (gicd, gicr) = gic_regions();
+    gicr.write64(0x8, 0).unwrap();
+    let mut gic = GicV3::new(&gicd, &gicr, cpu(0)).unwrap();
+    assert_eq!(
+        gic.enable_lpis(GICR_PA, LpiConfig::default()),
+        Err(GicError::NoLpis)
+    );
+}
+
+#[test]
+fn lpi_id_bits_must_be_14_up_to_gicd_typer_idbits() {
+    let _t = serial();
+    let (gicd, gicr) = gic_regions();
+    let mut gic = GicV3::new(&gicd, &gicr, cpu(0)).unwrap();
+    for bits in [13, 17] {
+        assert_eq!(
+            gic.enable_lpis(GICR_PA, LpiConfig { id_bits: bits }),
+            Err(GicError::LpiIdBits {
+                requested: bits,
+                supported: 16
+            })
+        );
+    }
+    let s = gic.enable_lpis(GICR_PA, LpiConfig { id_bits: 16 }).unwrap();
+    assert_eq!((s.lpis, s.config_bytes), (65536 - 8192, 65536 - 8192));
+}
+
+#[test]
+fn gicd_typer_num_lpis_caps_the_allocator() {
+    let _t = serial();
+    let (gicd, gicr) = gic_regions();
+    gicd.write32(0x4, testutil::GICD_TYPER_LPIS | (3 << 11))
+        .unwrap();
+    let mut gic = GicV3::new(&gicd, &gicr, cpu(0)).unwrap();
+    assert_eq!(
+        gic.enable_lpis(GICR_PA, LpiConfig::default()).unwrap().lpis,
+        16
+    );
+}
+
+#[test]
+fn a_stale_enable_lpis_is_cleared_first() {
+    let _t = serial();
+    let (gicd, gicr) = gic_regions();
+    gicr.write32(0, 1).unwrap(); // EnableLPIs left set by an earlier boot stage
+    let mut gic = GicV3::new(&gicd, &gicr, cpu(0)).unwrap();
+    // The RAM fake clears it as written, RWP reads 0: the driver goes ahead.
+    gic.enable_lpis(GICR_PA, LpiConfig::default()).unwrap();
+    assert_eq!(gicr.read32(0).unwrap() & 1, 1);
+}
+
+#[test]
+fn its_needs_lpis_first() {
+    let _t = serial();
+    let (gicd, gicr) = gic_regions();
+    let mut gic = GicV3::new(&gicd, &gicr, cpu(0)).unwrap();
+    let its = ItsFixture::qemu();
+    assert_eq!(
+        gic.add_its(&its.region, ITS_PA, ItsConfig::default()).err(),
+        Some(GicError::LpisNotEnabled)
+    );
+}
+
+#[test]
+fn lpis_are_refused_by_irqchip_until_allocated() {
+    let _t = serial();
+    let (gic, _gicd, _gicr) = gic_with_lpis(0);
+    let lpis = gic.lpis().unwrap().clone();
+    let edge = |intid| IrqLine {
+        intid,
+        trigger: Trigger::Edge,
+    };
+    assert_eq!(
+        gic.configure(edge(LPI_BASE)),
+        Err(IrqError::InvalidLine(LPI_BASE))
+    );
+    let intid = lpis.alloc().unwrap();
+    assert_eq!(intid, LPI_BASE);
+    gic.configure(edge(intid)).unwrap();
+    assert_eq!(
+        gic.configure(IrqLine {
+            intid,
+            trigger: Trigger::Level
+        }),
+        Err(IrqError::InvalidLine(intid))
+    );
+    // Without an ITS, enable and disable only write the configuration byte.
+    gic.enable(intid);
+    assert_eq!(lpis.config(intid), Some(0xa3));
+    gic.disable(intid);
+    assert_eq!(lpis.config(intid), Some(0xa2));
+    // Unallocated LPIs are ignored.
+    gic.enable(intid + 1);
+    assert_eq!(lpis.config(intid + 1), Some(0xa2));
+    lpis.free(intid);
+    // The SPI/PPI paths are unchanged: INTIDs between the SPIs and the LPIs do not exist.
+    assert_eq!(gic.configure(edge(4000)), Err(IrqError::InvalidLine(4000)));
 }
