@@ -1,12 +1,13 @@
-//! The few device-tree facts the kernel needs before any driver runs: RAM, reservations, the
+//! The device-tree facts the kernel core needs before any driver runs: RAM, reservations, the
 //! console, the interrupt controller, the timer, PSCI, and which ranges are device registers.
+//! Everything is read through the `of` crate, which validates the blob first; a property that
+//! does not parse is reported with its node and name.
 
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use fdt::Fdt;
-use fdt::node::FdtNode;
 use kapi::irq::{IrqLine, Trigger};
+use of::{DtError, Node};
 
 use crate::arch::psci::Conduit;
 
@@ -19,236 +20,211 @@ pub struct MemRange {
     pub size: u64,
 }
 
-/// Why the device tree could not be used at all.
-#[derive(Clone, Copy, Debug)]
-#[allow(dead_code)] // the fields show in Debug output
-pub enum DtBootError {
-    /// No FDT header (magic 0xd00dfeed) at the address `boot` was given.
-    NoBlob(u64),
-    /// The header's size is implausible.
-    BadSize(u64),
-    /// The header is there but the blob does not parse.
-    Corrupt(u64),
+impl From<addr::Range<addr::PhysAddr>> for MemRange {
+    fn from(r: addr::Range<addr::PhysAddr>) -> Self {
+        Self {
+            base: r.start.0,
+            size: r.size,
+        }
+    }
 }
 
 /// The boot device tree.
 pub struct DeviceTree {
-    fdt: Fdt<'static>,
-    blob: &'static [u8],
-    addr: u64,
+    tree: &'static of::DeviceTree<'static>,
 }
 
-fn be32(b: &[u8], i: usize) -> Option<u32> {
-    b.get(i * 4..i * 4 + 4)
-        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+/// Converts a decoded GIC interrupt.
+pub fn irq_line(irq: of::GicIrq) -> IrqLine {
+    IrqLine {
+        intid: irq.intid,
+        trigger: match irq.trigger {
+            of::Trigger::Edge => Trigger::Edge,
+            of::Trigger::Level => Trigger::Level,
+        },
+    }
 }
 
-fn cells(b: &[u8], at: usize, n: usize) -> Option<u64> {
-    (0..n).try_fold(0u64, |acc, k| {
-        Some((acc << 32) | u64::from(be32(b, at + k)?))
-    })
+fn warn(e: &DtError) {
+    log::warn!(target: "of", "{e} (ignored)");
 }
 
 impl DeviceTree {
-    /// Parses the blob the loader handed over (see [`crate::mm::loader_blob`]).
-    pub fn new(blob: &'static [u8]) -> Result<Self, DtBootError> {
-        let addr = blob.as_ptr() as u64;
-        let fdt = Fdt::new(blob).map_err(|_| DtBootError::Corrupt(addr))?;
-        Ok(Self { fdt, blob, addr })
+    /// Validates and indexes the blob the loader handed over (see [`crate::mm::loader_blob`]).
+    /// The index lives for the kernel's lifetime and is published to drivers (`of::boot_tree`).
+    pub fn new(blob: &'static [u8]) -> Result<Self, DtError> {
+        let tree: &'static of::DeviceTree<'static> =
+            alloc::boxed::Box::leak(alloc::boxed::Box::new(of::DeviceTree::parse(blob)?));
+        of::set_boot_tree(tree);
+        Ok(Self { tree })
+    }
+
+    /// The `of` view.
+    pub fn tree(&self) -> &'static of::DeviceTree<'static> {
+        self.tree
     }
 
     /// The blob's location and size.
     pub fn blob_range(&self) -> MemRange {
+        let b = self.tree.blob();
         MemRange {
-            base: self.addr,
-            size: self.fdt.total_size() as u64,
+            base: b.as_ptr() as u64,
+            size: b.len() as u64,
         }
     }
 
-    /// The raw blob.
-    pub fn blob(&self) -> &'static [u8] {
-        self.blob
-    }
-
-    fn root(&self) -> Option<FdtNode<'_, 'static>> {
-        self.fdt.find_node("/")
-    }
-
     /// `/model`.
-    pub fn model(&self) -> &str {
-        self.root()
-            .and_then(|r| r.property("model"))
-            .and_then(|p| p.as_str())
+    pub fn model(&self) -> &'static str {
+        self.tree
+            .root()
+            .string("model")
+            .ok()
+            .flatten()
             .unwrap_or("unknown machine")
     }
 
     /// `/chosen/bootargs`.
-    pub fn bootargs(&self) -> &str {
-        self.fdt
-            .find_node("/chosen")
-            .and_then(|c| c.property("bootargs"))
-            .and_then(|p| p.as_str())
+    pub fn bootargs(&self) -> &'static str {
+        self.tree
+            .find("/chosen")
+            .and_then(|c| c.string("bootargs").ok().flatten())
             .unwrap_or("")
     }
 
-    fn reg_ranges(node: &FdtNode<'_, '_>) -> Vec<MemRange> {
-        node.reg()
-            .map(|it| {
-                it.filter_map(|r| {
-                    let size = r.size? as u64;
-                    (size > 0).then_some(MemRange {
-                        base: r.starting_address as u64,
-                        size,
-                    })
-                })
-                .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// The console's registers, from `/chosen/stdout-path` (an alias or a path, options after
+    /// The console's registers, from `/chosen/stdout-path` (an alias or a path; options after
     /// `:` ignored), if it is a PL011.
     pub fn stdout_pl011(&self) -> Option<MemRange> {
-        let path = self
-            .fdt
-            .find_node("/chosen")?
-            .property("stdout-path")?
-            .as_str()?;
+        let path = self.tree.find("/chosen")?.string("stdout-path").ok()??;
         let path = path.split(':').next()?;
         let node = if path.starts_with('/') {
-            self.fdt.find_node(path)?
+            self.tree.find(path)?
         } else {
-            let full = self.fdt.find_node("/aliases")?.property(path)?.as_str()?;
-            self.fdt.find_node(full)?
+            self.tree.alias(path).ok()??
         };
-        node.compatible()?
-            .all()
-            .any(|c| c == "arm,pl011")
-            .then_some(())?;
-        Self::reg_ranges(&node).first().copied()
+        if !node.is_compatible("arm,pl011") {
+            return None;
+        }
+        node.reg().ok()?.first().map(|r| MemRange::from(*r))
     }
 
-    /// RAM from every `device_type = "memory"` node.
+    fn is_memory(n: &Node<'_>) -> bool {
+        n.device_type().ok().flatten() == Some("memory")
+    }
+
+    /// RAM from every `device_type = "memory"` node under the root.
     pub fn memory(&self) -> Vec<MemRange> {
-        let Some(root) = self.root() else {
-            return Vec::new();
-        };
-        root.children()
-            .filter(|n| n.property("device_type").and_then(|p| p.as_str()) == Some("memory"))
-            .flat_map(|n| Self::reg_ranges(&n))
-            .collect()
+        let mut out = Vec::new();
+        for n in self.tree.root().children().filter(Self::is_memory) {
+            match n.reg() {
+                Ok(regs) => out.extend(regs.into_iter().filter(|r| r.size > 0).map(MemRange::from)),
+                Err(e) => warn(&e),
+            }
+        }
+        out
     }
 
     /// `/memreserve/` entries of the blob header.
     pub fn memreserve(&self) -> Vec<MemRange> {
-        self.fdt
+        self.tree
             .memory_reservations()
-            .map(|r| MemRange {
-                base: r.address() as u64,
-                size: r.size() as u64,
-            })
-            .filter(|r| r.size > 0)
+            .into_iter()
+            .map(MemRange::from)
             .collect()
     }
 
     /// `/reserved-memory` children: (name, range, no-map).
     pub fn reserved_memory(&self) -> Vec<(String, MemRange, bool)> {
-        let Some(rm) = self.fdt.find_node("/reserved-memory") else {
+        let Some(rm) = self.tree.find("/reserved-memory") else {
             return Vec::new();
         };
-        rm.children()
-            .flat_map(|n| {
-                let no_map = n.property("no-map").is_some();
-                let name = String::from(n.name);
-                Self::reg_ranges(&n)
-                    .into_iter()
-                    .map(move |r| (name.clone(), r, no_map))
-            })
-            .collect()
+        let mut out = Vec::new();
+        for n in rm.children() {
+            match n.reg() {
+                Ok(regs) => {
+                    let no_map = n.has_property("no-map");
+                    out.extend(
+                        regs.into_iter()
+                            .map(|r| (String::from(n.name()), MemRange::from(r), no_map)),
+                    );
+                }
+                Err(e) => warn(&e),
+            }
+        }
+        out
     }
 
     /// `/psci` conduit.
     pub fn psci_conduit(&self) -> Option<Conduit> {
-        let psci = self.root()?.children().find(|n| {
+        let psci = self.tree.root().children().find(|n| {
             n.compatible()
-                .is_some_and(|c| c.all().any(|s| s.starts_with("arm,psci")))
+                .is_ok_and(|c| c.iter().any(|s| s.starts_with("arm,psci")))
         })?;
-        match psci.property("method")?.as_str()? {
+        match psci.string("method").ok()?? {
             "hvc" => Some(Conduit::Hvc),
             "smc" => Some(Conduit::Smc),
             _ => None,
         }
     }
 
-    fn find_compatible(&self, compat: &str) -> Option<FdtNode<'_, 'static>> {
-        self.fdt.all_nodes().find(|n| {
-            n.compatible().is_some_and(|c| c.all().any(|s| s == compat))
-                && n.property("status")
-                    .and_then(|p| p.as_str())
-                    .is_none_or(|s| s == "okay" || s == "ok")
-        })
+    fn enabled_compatible(&self, compat: &'static str) -> Option<Node<'static>> {
+        self.tree
+            .compatible(compat)
+            .find(|n| n.is_enabled().unwrap_or(false))
     }
 
     /// GICv3 distributor and redistributor ranges.
     pub fn gic_v3(&self) -> Option<(MemRange, MemRange)> {
-        let node = self.find_compatible("arm,gic-v3")?;
-        let regs = Self::reg_ranges(&node);
-        Some((*regs.first()?, *regs.get(1)?))
+        let regs = self.enabled_compatible("arm,gic-v3")?.reg().ok()?;
+        Some(((*regs.first()?).into(), (*regs.get(1)?).into()))
     }
 
     /// The EL1 virtual timer's interrupt (third entry of the `arm,armv8-timer` node).
     pub fn virtual_timer_irq(&self) -> Option<IrqLine> {
-        let node = self.find_compatible("arm,armv8-timer")?;
-        let v = node.property("interrupts")?.value;
-        gic_irq(v, 2)
+        let irqs = self
+            .enabled_compatible("arm,armv8-timer")?
+            .gic_interrupts()
+            .ok()?;
+        irqs.get(2).copied().map(irq_line)
     }
 
-    /// Every register range of the root's children and of PCI host bridge windows: what the
-    /// kernel maps as device memory.
+    /// Every register range named in the tree and every PCI host window: what the kernel maps
+    /// as device memory. RAM, reserved memory, CPUs and anything below a PCI bus (whose `reg` is
+    /// a config-space address) are not device ranges.
     pub fn device_ranges(&self) -> Vec<MemRange> {
         let mut out = Vec::new();
-        let Some(root) = self.root() else { return out };
-        for node in root.children() {
-            let is_memory = node.property("device_type").and_then(|p| p.as_str()) == Some("memory");
-            if is_memory
-                || node.name == "reserved-memory"
-                || node.name == "cpus"
-                || node.name == "chosen"
+        for n in self.tree.nodes() {
+            if n.is_root() || Self::is_memory(&n) {
+                continue;
+            }
+            let path = n.path();
+            if path.starts_with("/reserved-memory")
+                || path.starts_with("/cpus")
+                || path == "/chosen"
             {
                 continue;
             }
-            out.extend(Self::reg_ranges(&node));
-            let is_pci = node.property("device_type").and_then(|p| p.as_str()) == Some("pci");
-            if is_pci && let Some(ranges) = node.property("ranges") {
-                // (phys.hi phys.mid phys.lo) (cpu addr, 2 cells) (size, 2 cells)
-                let b = ranges.value;
-                let n = b.len() / 28;
-                for i in 0..n {
-                    let at = i * 7;
-                    if let (Some(cpu), Some(size)) = (cells(b, at + 3, 2), cells(b, at + 5, 2)) {
-                        out.push(MemRange { base: cpu, size });
-                    }
+            if n.parent().is_some_and(|p| p.is_pci_bus().unwrap_or(false)) || !n.has_property("reg")
+            {
+                continue;
+            }
+            match n.reg() {
+                Ok(regs) => out.extend(regs.into_iter().filter(|r| r.size > 0).map(MemRange::from)),
+                Err(e) => warn(&e),
+            }
+            if n.is_pci_bus().unwrap_or(false) {
+                match n.pci_windows() {
+                    Ok(ws) => out.extend(
+                        ws.iter()
+                            .filter(|w| w.space != of::PciSpace::Config && w.size > 0)
+                            .map(|w| MemRange {
+                                base: w.cpu.0,
+                                size: w.size,
+                            }),
+                    ),
+                    Err(e) => warn(&e),
                 }
             }
         }
         out
     }
-}
-
-/// Decodes entry `index` of a GIC three-cell `interrupts` property.
-pub fn gic_irq(prop: &[u8], index: usize) -> Option<IrqLine> {
-    let ty = be32(prop, index * 3)?;
-    let num = be32(prop, index * 3 + 1)?;
-    let flags = be32(prop, index * 3 + 2)?;
-    let intid = match ty {
-        0 => num + 32,
-        1 => num + 16,
-        _ => return None,
-    };
-    let trigger = if flags & 0x3 != 0 {
-        Trigger::Edge
-    } else {
-        Trigger::Level
-    };
-    Some(IrqLine { intid, trigger })
 }

@@ -8,6 +8,8 @@ extern crate alloc;
 
 mod arch;
 mod console;
+mod devices;
+mod dma_setup;
 mod dt;
 mod ktest_runner;
 mod ktests;
@@ -94,6 +96,14 @@ fn boot(dtb_pa: u64, entry_el: u64) -> ExitCode {
         log::error!(target: "kernel", "interrupts unavailable: {e}");
         return ExitCode::Failure;
     }
+
+    iommu::core().set_policy(iommu::Policy {
+        passthrough: args.iommu_passthrough.unwrap_or(false),
+        identity: args.iommu_identity.clone(),
+    });
+    let devs = devices::init(dt.tree(), &args);
+    log::info!(target: "devmodel", "{} devices: {} bound, {} deferred, {} failed",
+        devs.devices, devs.bound, devs.deferred, devs.failed);
 
     if !args.ktest.is_empty() {
         let tally = ktest_runner::run(&args.ktest);

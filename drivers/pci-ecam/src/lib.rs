@@ -17,14 +17,18 @@
 extern crate alloc;
 
 pub mod config;
+pub mod device;
 pub mod enumerate;
 #[cfg(any(test, feature = "fakes"))]
 pub mod fake;
+pub mod host;
 
 pub use config::Bdf;
+pub use device::PciDevice;
 pub use enumerate::{
     Bar, BridgeInfo, ConfigAccess, EnumWarning, HostWindow, PciFunction, Space, Topology, enumerate,
 };
+pub use host::driver;
 
 use kapi::mmio::MmioRegion;
 

@@ -22,11 +22,47 @@ const FDT_MAGIC: u32 = 0xd00d_feed;
 /// Larger blobs are refused: QEMU's is 1 MiB and real ones are far smaller.
 const FDT_MAX_SIZE: u32 = 16 << 20;
 
+/// Why memory management could not start, or no blob was found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MmError {
+    /// No FDT header (magic 0xd00dfeed) where the loader pointed.
+    NoBlob(u64),
+    /// The blob's header gives an implausible size.
+    BlobSize(u64),
+    /// No `memory` node with a usable `reg`.
+    NoMemory,
+    /// No free RAM range holds the heap.
+    NoHeapRange,
+    /// Building the page tables failed.
+    PageTables(mmu::MapError),
+}
+
+impl core::fmt::Display for MmError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            MmError::NoBlob(pa) => write!(f, "no device tree at {pa:#x}"),
+            MmError::BlobSize(s) => write!(f, "device tree size {s:#x} is implausible"),
+            MmError::NoMemory => f.write_str("no memory node with a usable reg"),
+            MmError::NoHeapRange => write!(
+                f,
+                "no free RAM range holds the {} MiB kernel heap",
+                HEAP_SIZE >> 20
+            ),
+            MmError::PageTables(e) => write!(f, "building the page tables failed: {e:?}"),
+        }
+    }
+}
+
+impl From<mmu::MapError> for MmError {
+    fn from(e: mmu::MapError) -> Self {
+        MmError::PageTables(e)
+    }
+}
+
 /// The device-tree blob the loader left at `pa` (the `x0` of the boot protocol).
-pub fn loader_blob(pa: u64) -> Result<&'static [u8], crate::dt::DtBootError> {
-    use crate::dt::DtBootError;
+pub fn loader_blob(pa: u64) -> Result<&'static [u8], MmError> {
     if pa == 0 || !pa.is_multiple_of(8) {
-        return Err(DtBootError::NoBlob(pa));
+        return Err(MmError::NoBlob(pa));
     }
     // SAFETY: the loader put the DTB in RAM at `pa`, and entry.S's early map covers that GiB as
     // Normal memory; the two header words (magic, totalsize) are read before trusting anything.
@@ -38,10 +74,10 @@ pub fn loader_blob(pa: u64) -> Result<&'static [u8], crate::dt::DtBootError> {
         )
     };
     if magic != FDT_MAGIC {
-        return Err(DtBootError::NoBlob(pa));
+        return Err(MmError::NoBlob(pa));
     }
     if !(40..=FDT_MAX_SIZE).contains(&size) || (pa >> 30) != ((pa + u64::from(size) - 1) >> 30) {
-        return Err(DtBootError::BadSize(u64::from(size)));
+        return Err(MmError::BlobSize(u64::from(size)));
     }
     // SAFETY: the blob lies within the early-mapped GiB (checked above) and stays in reserved,
     // never-written RAM for the kernel's lifetime (`init` reserves it).
@@ -135,9 +171,6 @@ static FRAMES: IrqLock<FrameAllocator<33>> = IrqLock::new(FrameAllocator::new())
 static FRAMES_IN_USE: AtomicU64 = AtomicU64::new(0);
 static FRAMES_TOTAL: AtomicU64 = AtomicU64::new(0);
 
-/// The boot device tree, for drivers.
-static DEVICE_TREE: spin::Once<&'static [u8]> = spin::Once::new();
-
 /// Device memory the kernel mapped, for validating driver MMIO requests.
 static DEVICE_RANGES: IrqLock<Vec<MemRange>> = IrqLock::new(Vec::new());
 /// RAM ranges, for virt_to_phys checks.
@@ -189,10 +222,10 @@ fn fmt_size(bytes: u64) -> alloc::string::String {
 
 /// Finds RAM, reserves what is in use, starts the heap and the frame allocator and switches to
 /// page tables built from the device tree.
-pub fn init(dt: &DeviceTree, dtb: MemRange) -> Result<(), &'static str> {
+pub fn init(dt: &DeviceTree, dtb: MemRange) -> Result<(), MmError> {
     let ram: Vec<MemRange> = dt.memory();
     if ram.is_empty() {
-        return Err("no /memory node with a usable reg");
+        return Err(MmError::NoMemory);
     }
     for r in &ram {
         mmu::early_map_ram(r.base, r.size);
@@ -237,7 +270,7 @@ pub fn init(dt: &DeviceTree, dtb: MemRange) -> Result<(), &'static str> {
                 size: HEAP_SIZE,
             })
         })
-        .ok_or("no free RAM range holds the kernel heap")?;
+        .ok_or(MmError::NoHeapRange)?;
     // SAFETY: the heap range is RAM (from /memory), outside every reservation, page aligned, and
     // handed to no one else: it is subtracted from the frame allocator's ranges below.
     unsafe {
@@ -261,22 +294,16 @@ pub fn init(dt: &DeviceTree, dtb: MemRange) -> Result<(), &'static str> {
     }
     FRAMES_TOTAL.store(total, Ordering::Relaxed);
     *RAM_RANGES.lock() = ram.clone();
-    DEVICE_TREE.call_once(|| dt.blob());
     log::info!(target: "mm", "heap [{:#x}-{:#x}] {}, {} page frames free ({})",
         heap.base, heap.base + heap.size - 1, fmt_size(heap.size), total, fmt_size(total * PAGE_SIZE));
 
-    build_page_tables(dt, &ram, &reserved)
+    build_page_tables(dt, &ram)
 }
 
-fn build_page_tables(
-    dt: &DeviceTree,
-    ram: &[MemRange],
-    reserved: &[(&str, MemRange)],
-) -> Result<(), &'static str> {
+fn build_page_tables(dt: &DeviceTree, ram: &[MemRange]) -> Result<(), MmError> {
     let image = layout::image();
     let mut alloc_table = || alloc_frames(0).map(|pa| pa.0);
-    let mut b =
-        mmu::Builder::new(&mut alloc_table).map_err(|_| "no frame for the root page table")?;
+    let mut b = mmu::Builder::new(&mut alloc_table)?;
     // RAM outside the image: read-write, never executable. `no-map` reserved memory is left out.
     let mut normal: Vec<MemRange> = ram.to_vec();
     subtract(
@@ -288,14 +315,12 @@ fn build_page_tables(
     );
     for (name, r, no_map) in dt.reserved_memory() {
         if no_map {
-            let _ = name;
+            log::info!(target: "mm", "{name}: no-map, left out of the kernel's page tables");
             subtract(&mut normal, r);
         }
     }
-    let _ = reserved;
     for r in normal.iter().filter_map(|r| page_align_inward(*r)) {
-        b.map(r.base, r.size, Kind::ReadWrite)
-            .map_err(|_| "mapping RAM failed")?;
+        b.map(r.base, r.size, Kind::ReadWrite)?;
     }
     // The image: text RX, rodata R, data/BSS RW, guard page unmapped, stack RW.
     let sections = [
@@ -306,8 +331,7 @@ fn build_page_tables(
     ];
     for (start, end, kind) in sections {
         if end > start {
-            b.map(start, end - start, kind)
-                .map_err(|_| "mapping the kernel image failed")?;
+            b.map(start, end - start, kind)?;
         }
     }
     // Device registers named by the device tree.
@@ -318,7 +342,7 @@ fn build_page_tables(
         let start = r.base & !(PAGE_SIZE - 1);
         let end = (r.base + r.size + PAGE_SIZE - 1) & !(PAGE_SIZE - 1);
         if ram.iter().any(|m| start < m.base + m.size && m.base < end) {
-            log::warn!(target: "mm", "warning: device range [{start:#x}-{:#x}] overlaps RAM; not mapped", end - 1);
+            log::warn!(target: "mm", "device range [{start:#x}-{:#x}] overlaps RAM; not mapped", end - 1);
             continue;
         }
         match merged.last_mut() {
@@ -333,7 +357,7 @@ fn build_page_tables(
     }
     for r in &merged {
         if let Err(e) = b.map(r.base, r.size, Kind::Device) {
-            log::warn!(target: "mm", "warning: device range [{:#x}-{:#x}] not mapped: {e:?}", r.base, r.base + r.size - 1);
+            log::warn!(target: "mm", "device range [{:#x}-{:#x}] not mapped: {e:?}", r.base, r.base + r.size - 1);
         }
     }
     let tables = b.tables;
@@ -435,10 +459,6 @@ impl kapi::platform::Platform for KernelPlatform {
 
     fn call_at(&self, deadline: Instant, callback: alloc::boxed::Box<dyn FnMut() + Send>) {
         crate::arch::timer::call_at_boxed(deadline, callback);
-    }
-
-    fn device_tree(&self) -> &'static [u8] {
-        DEVICE_TREE.get().copied().unwrap_or(&[])
     }
 }
 
