@@ -178,6 +178,15 @@ impl DeviceTree {
         Some(((*regs.first()?).into(), (*regs.get(1)?).into()))
     }
 
+    /// The GICv3 ITS register frames (control + translation), if there is an enabled ITS.
+    pub fn gic_its(&self) -> Option<MemRange> {
+        self.enabled_compatible("arm,gic-v3-its")?
+            .reg()
+            .ok()?
+            .first()
+            .map(|r| MemRange::from(*r))
+    }
+
     /// The EL1 virtual timer's interrupt (third entry of the `arm,armv8-timer` node).
     pub fn virtual_timer_irq(&self) -> Option<IrqLine> {
         let irqs = self

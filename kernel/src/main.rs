@@ -14,6 +14,7 @@ mod dt;
 mod ktest_runner;
 mod ktests;
 mod mm;
+mod msi;
 
 use alloc::boxed::Box;
 use alloc::string::String;
@@ -137,20 +138,37 @@ fn init_interrupts(dt: &dt::DeviceTree) -> Result<(), String> {
         .gic_v3()
         .ok_or("no arm,gic-v3 node with distributor and redistributor reg")?;
     let p = kapi::platform::get();
-    let gicd_region = p
-        .map_mmio(kapi::PhysAddr(gicd.base), gicd.size)
-        .map_err(|e| alloc::format!("{e}"))?;
-    let gicr_region = p
-        .map_mmio(kapi::PhysAddr(gicr.base), gicr.size)
-        .map_err(|e| alloc::format!("{e}"))?;
-    let gic = gicv3::GicV3::new(
-        &gicd_region,
-        &gicr_region,
+    let map = |r: dt::MemRange| {
+        p.map_mmio(kapi::PhysAddr(r.base), r.size)
+            .map_err(|e| alloc::format!("{e}"))
+    };
+    let mut gic = gicv3::GicV3::new(
+        &map(gicd)?,
+        &map(gicr)?,
         Box::new(arch::cpu::GicCpuInterface),
     )
     .map_err(|e| alloc::format!("gicv3: {e}"))?;
     log::info!(target: "gicv3", "distributor {:#x}, redistributor {:#x} (CPU affinity {:#x}), {} SPIs",
         gicd.base, gicr.base, arch::cpu::affinity(), gic.spi_count());
+    // LPIs and the ITS carry MSIs; without them devices fall back to INTx.
+    match dt.gic_its() {
+        Some(its) => {
+            let lpis = gic
+                .enable_lpis(kapi::PhysAddr(gicr.base), gicv3::LpiConfig::default())
+                .map_err(|e| alloc::format!("gicv3: LPIs: {e}"))?;
+            log::info!(target: "gicv3", "{lpis}");
+            let its = gic
+                .add_its(
+                    &map(its)?,
+                    kapi::PhysAddr(its.base),
+                    gicv3::ItsConfig::default(),
+                )
+                .map_err(|e| alloc::format!("gicv3: ITS: {e}"))?;
+            log::info!(target: "gicv3", "{}", its.summary());
+            kapi::msi::set_domain(Arc::new(msi::ItsMsi(its)));
+        }
+        None => log::warn!(target: "gicv3", "no ITS in the device tree: MSIs unavailable"),
+    }
     kapi::irq::set_chip(Arc::new(gic));
     let line = dt
         .virtual_timer_irq()

@@ -19,6 +19,7 @@ pub mod irq;
 pub mod logging;
 #[allow(unsafe_code)]
 pub mod mmio;
+pub mod msi;
 #[allow(unsafe_code)]
 pub mod platform;
 pub mod sync;
