@@ -177,6 +177,32 @@ impl Drop for FakeDomain {
 
 const PAGE: u64 = addr::PAGE_SIZE;
 
+impl FakeDomain {
+    /// A domain not tied to any fake instance, with a 48-bit aperture (for tests of the layers
+    /// above that need the concrete type to look inside).
+    pub fn standalone(name: &str) -> Arc<FakeDomain> {
+        Arc::new(FakeDomain {
+            name: name.to_string(),
+            log: Arc::new(Mutex::new(Vec::new())),
+            alive: Arc::new(AtomicU64::new(1)),
+            pages: Mutex::new(BTreeMap::new()),
+            pending: Mutex::new(Vec::new()),
+            syncs: AtomicU32::new(0),
+            aperture: Range::new(Iova(0), 1 << 48),
+        })
+    }
+
+    /// Pages mapped.
+    pub fn mapped_pages(&self) -> usize {
+        self.pages.lock().expect("pages").len()
+    }
+
+    /// Invalidations issued (iotlb_sync + flush_all).
+    pub fn sync_count(&self) -> u32 {
+        self.syncs.load(Ordering::Relaxed)
+    }
+}
+
 impl IommuDomain for FakeDomain {
     fn name(&self) -> String {
         self.name.clone()

@@ -77,17 +77,34 @@ pub mod fake {
     use std::alloc::{Layout, alloc_zeroed, dealloc};
     use std::sync::atomic::{AtomicU64, Ordering};
 
+    type Timer = alloc::boxed::Box<dyn FnMut() + Send>;
+
     /// Heap-backed platform for unit tests.
     pub struct FakePlatform {
         in_use: AtomicU64,
         /// When set, orders above this fail (to test fallback paths).
         pub max_order: AtomicU64,
+        timers: std::sync::Mutex<alloc::vec::Vec<Timer>>,
     }
 
     static FAKE: FakePlatform = FakePlatform {
         in_use: AtomicU64::new(0),
         max_order: AtomicU64::new(u64::MAX),
+        timers: std::sync::Mutex::new(alloc::vec::Vec::new()),
     };
+
+    impl FakePlatform {
+        /// Runs every timer callback armed so far (the host has no timer interrupt), returning
+        /// how many ran.
+        pub fn run_timers(&self) -> usize {
+            let due = core::mem::take(&mut *self.timers.lock().unwrap_or_else(|e| e.into_inner()));
+            let n = due.len();
+            for mut t in due {
+                t();
+            }
+            n
+        }
+    }
 
     /// Installs the fake platform (idempotent) and returns it.
     pub fn install() -> &'static FakePlatform {
@@ -133,9 +150,12 @@ pub mod fake {
         fn cache_clean(&self, _: VirtAddr, _: u64) {}
         fn cache_invalidate(&self, _: VirtAddr, _: u64) {}
         fn wait_for_interrupt(&self, _: Instant) {}
-        fn call_at(&self, _: Instant, mut callback: alloc::boxed::Box<dyn FnMut() + Send>) {
-            // No timers on the host: run it now.
-            callback();
+        fn call_at(&self, _: Instant, callback: alloc::boxed::Box<dyn FnMut() + Send>) {
+            // Held until the test runs them (`run_timers`).
+            self.timers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(callback);
         }
     }
 }
