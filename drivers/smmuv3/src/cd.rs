@@ -145,6 +145,10 @@ pub struct Stage1 {
     pub ias_bits: u32,
     /// Output address size of the tables (at most the SMMU's IDR5.OAS).
     pub oas: Oas,
+    /// The SMMU's table walks are coherent with the CPU caches (IDR0.COHACC): walks are then
+    /// write-back cacheable and inner shareable; otherwise non-cacheable and outer shareable,
+    /// and the table code cleans every descriptor it writes to the point of coherency.
+    pub coherent_walk: bool,
 }
 
 /// A context descriptor: eight words, word 0 first.
@@ -158,7 +162,7 @@ impl Cd {
     }
 
     /// A valid CD for a 4 KiB-granule AArch64 table at `p.ttb0`: walks write-back cacheable and
-    /// inner shareable (the SMMU is coherent on the platforms this kernel runs on), TTB1 disabled
+    /// inner shareable when the SMMU is coherent, non-cacheable otherwise, TTB1 disabled
     /// (EPD1 = 1; QEMU validates TT1 otherwise), faults recorded (R) and aborted (A), stalls off,
     /// no hardware AF/dirty updates (leaves are written with AF = 1), private ASID (ASET = 1).
     pub fn stage1(p: &Stage1) -> Result<Cd, SmmuError> {
@@ -171,11 +175,14 @@ impl Cd {
             kapi::PAGE_SIZE,
             p.oas.bits(),
         )?;
+        let walk = if p.coherent_walk {
+            CD0::IR0::WriteBackAllocate + CD0::OR0::WriteBackAllocate + CD0::SH0::InnerShareable
+        } else {
+            CD0::IR0::NonCacheable + CD0::OR0::NonCacheable + CD0::SH0::OuterShareable
+        };
         let w0 = CD0::T0SZ.val(u64::from(64 - p.ias_bits))
             + CD0::TG0::Granule4K
-            + CD0::IR0::WriteBackAllocate
-            + CD0::OR0::WriteBackAllocate
-            + CD0::SH0::InnerShareable
+            + walk
             + CD0::EPD0::CLEAR
             + CD0::ENDI::CLEAR
             + CD0::EPD1::SET
@@ -242,6 +249,7 @@ mod tests {
             ttb0: PhysAddr(0x4080_0000),
             ias_bits: 48,
             oas: Oas::Bits44,
+            coherent_walk: true,
         }
     }
 
@@ -314,6 +322,21 @@ mod tests {
             }),
             Err(SmmuError::AddressTooWide { bits: 44, .. })
         ));
+    }
+
+    #[test]
+    fn smmuv3_cd_non_coherent_walks_are_non_cacheable() {
+        let cd = Cd::stage1(&Stage1 {
+            coherent_walk: false,
+            ..qemu_domain()
+        })
+        .unwrap();
+        // IR0 = OR0 = 0 (non-cacheable), SH0 = 2 (outer shareable) at [13:12].
+        assert_eq!(cd.words()[0] & 0x3f00, 0x2000);
+        assert_eq!(
+            cd.words()[0] & !0x3f00,
+            Cd::stage1(&qemu_domain()).unwrap().words()[0] & !0x3f00
+        );
     }
 
     #[test]

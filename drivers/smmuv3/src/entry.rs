@@ -389,7 +389,7 @@ mod tests {
     const CD_B: PhysAddr = PhysAddr(0x4100_0040);
 
     fn s1(cd: PhysAddr) -> Ste {
-        Ste::stage1(cd).unwrap()
+        Ste::stage1(cd, true).unwrap()
     }
 
     #[test]
@@ -578,6 +578,7 @@ mod tests {
             ttb0: PhysAddr(ttb0),
             ias_bits: 48,
             oas: Oas::Bits44,
+            coherent_walk: true,
         })
         .unwrap()
     }

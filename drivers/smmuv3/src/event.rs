@@ -511,6 +511,19 @@ impl CmdqError {
     }
 }
 
+impl CmdqError {
+    /// The spec's name of the code (`CERROR_ILL`), `None` for reserved codes.
+    pub fn name(self) -> Option<&'static str> {
+        match self {
+            CmdqError::None => Some("CERROR_NONE"),
+            CmdqError::Illegal => Some("CERROR_ILL"),
+            CmdqError::Abort => Some("CERROR_ABT"),
+            CmdqError::AtcInvSync => Some("CERROR_ATC_INV_SYNC"),
+            CmdqError::Other(_) => None,
+        }
+    }
+}
+
 impl fmt::Display for CmdqError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -727,5 +740,7 @@ mod tests {
             CmdqError::Illegal.to_string(),
             "CERROR_ILL (illegal command)"
         );
+        assert_eq!(CmdqError::Illegal.name(), Some("CERROR_ILL"));
+        assert_eq!(CmdqError::Other(9).name(), None);
     }
 }

@@ -152,6 +152,11 @@ pub struct Features {
     pub queues_preset: bool,
     /// IDR3.RIL: range TLB invalidation.
     pub ril: bool,
+    /// IDR3.BBML: how a block may be replaced by a table (2: directly, no break-before-make).
+    pub bbml: u32,
+    /// IDR0.STALL_MODEL = stall forced: faulting transactions always stall, so every CD would
+    /// need S = 1 and software to resume or terminate each one.
+    pub stall_forced: bool,
     /// IDR5.OAS.
     pub oas: Oas,
     /// IDR5.GRAN4K.
@@ -205,6 +210,11 @@ impl Features {
             tables_preset: idr1.is_set(IDR1::TABLES_PRESET),
             queues_preset: idr1.is_set(IDR1::QUEUES_PRESET),
             ril: idr3.is_set(IDR3::RIL),
+            bbml: idr3.read(IDR3::BBML),
+            stall_forced: matches!(
+                idr0.read_as_enum(IDR0::STALL_MODEL),
+                Some(IDR0::STALL_MODEL::Value::StallForced)
+            ),
             oas: Oas::from_field(idr5.read(IDR5::OAS)),
             gran4k: idr5.is_set(IDR5::GRAN4K),
             gran16k: idr5.is_set(IDR5::GRAN16K),
@@ -213,13 +223,20 @@ impl Features {
     }
 
     /// Refuses an SMMU this kernel cannot drive: DMA domains are stage 1 with VMSAv8-64,
-    /// 4 KiB-granule, little-endian tables (the kernel's own page-table format).
+    /// 4 KiB-granule, little-endian tables (the kernel's own page-table format), faults
+    /// terminate (the driver never resumes stalled transactions), and the driver places the
+    /// stream table and the queues itself.
     pub fn check(&self) -> Result<(), SmmuError> {
         let needs = [
             (self.stage1, Requirement::Stage1),
             (self.aarch64_tables, Requirement::AArch64Tables),
             (self.gran4k, Requirement::Granule4K),
             (self.little_endian, Requirement::LittleEndian),
+            (!self.stall_forced, Requirement::TerminatingFaults),
+            (
+                !self.tables_preset && !self.queues_preset,
+                Requirement::ProgrammableBases,
+            ),
         ];
         match needs.iter().find(|(present, _)| !present) {
             Some((_, missing)) => Err(SmmuError::Unsupported(*missing)),
@@ -310,6 +327,8 @@ mod tests {
         );
         assert!(!f.tables_preset && !f.queues_preset);
         assert!(f.ril);
+        assert_eq!(f.bbml, 2);
+        assert!(!f.stall_forced);
         assert_eq!(f.oas, Oas::Bits44);
         assert!(f.gran4k && f.gran16k && f.gran64k);
         assert_eq!(f.asid_bits(), 16);
@@ -398,6 +417,22 @@ mod tests {
             ..base
         };
         assert_eq!(Features::decode(&mixed).check(), Ok(()));
+        let stall_forced = IdRegs {
+            idr0: (base.idr0 & !(3 << 24)) | (2 << 24),
+            ..base
+        };
+        assert_eq!(
+            Features::decode(&stall_forced).check(),
+            Err(SmmuError::Unsupported(Requirement::TerminatingFaults))
+        );
+        let preset = IdRegs {
+            idr1: base.idr1 | (1 << 29),
+            ..base
+        };
+        assert_eq!(
+            Features::decode(&preset).check(),
+            Err(SmmuError::Unsupported(Requirement::ProgrammableBases))
+        );
     }
 
     #[test]

@@ -134,6 +134,10 @@ pub enum Requirement {
     Granule4K,
     /// IDR0.TTENDIAN: little-endian translation tables and structures.
     LittleEndian,
+    /// IDR0.STALL_MODEL other than "stall forced": faults terminate, nothing waits for a resume.
+    TerminatingFaults,
+    /// IDR1.TABLES_PRESET / QUEUES_PRESET clear: the driver places the stream table and queues.
+    ProgrammableBases,
 }
 
 impl fmt::Display for Requirement {
@@ -143,6 +147,8 @@ impl fmt::Display for Requirement {
             Requirement::AArch64Tables => "AArch64 translation tables",
             Requirement::Granule4K => "the 4K granule",
             Requirement::LittleEndian => "little-endian translation tables",
+            Requirement::TerminatingFaults => "terminating faults (stalls are forced)",
+            Requirement::ProgrammableBases => "programmable stream table and queue bases",
         })
     }
 }

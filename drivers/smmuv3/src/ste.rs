@@ -180,15 +180,23 @@ impl Ste {
 
     /// Valid, stage-1 translation through the single CD at `cd` (64-byte aligned): S1CDMax = 0
     /// (no substreams; QEMU refuses anything else), linear S1Fmt, CD fetches write-back
-    /// inner-shareable, NS-EL1 regime, ATS aborted, stalls not disabled (the CD has S = 0, so
-    /// faults terminate), VMID 0.
-    pub fn stage1(cd: PhysAddr) -> Result<Ste, SmmuError> {
+    /// inner-shareable when the SMMU is `coherent` (IDR0.COHACC), non-cacheable outer-shareable
+    /// otherwise, NS-EL1 regime, ATS aborted, stalls not disabled (the CD has S = 0, so faults
+    /// terminate), VMID 0.
+    pub fn stage1(cd: PhysAddr, coherent: bool) -> Result<Ste, SmmuError> {
         check_pa(
             Structure::ContextDescriptor,
             cd,
             crate::cd::CD_SIZE,
             PA_FIELD_BITS,
         )?;
+        let fetch = if coherent {
+            STE1::S1CIR::WriteBackReadAllocate
+                + STE1::S1COR::WriteBackReadAllocate
+                + STE1::S1CSH::InnerShareable
+        } else {
+            STE1::S1CIR::NonCacheable + STE1::S1COR::NonCacheable + STE1::S1CSH::OuterShareable
+        };
         let mut ste = Self::with(
             STE0::V::SET
                 + STE0::Config::S1Trans
@@ -196,9 +204,7 @@ impl Ste {
                 + STE0::S1ContextPtr.val(cd.0 >> 6)
                 + STE0::S1CDMax.val(0),
             STE1::S1DSS::Terminate
-                + STE1::S1CIR::WriteBackReadAllocate
-                + STE1::S1COR::WriteBackReadAllocate
-                + STE1::S1CSH::InnerShareable
+                + fetch
                 + STE1::S1STALLD::CLEAR
                 + STE1::EATS::Abort
                 + STE1::STRW::NsEl1,
@@ -420,7 +426,7 @@ mod tests {
 
     #[test]
     fn smmuv3_ste_stage1_golden() {
-        let ste = Ste::stage1(PhysAddr(0x4123_4540)).unwrap();
+        let ste = Ste::stage1(PhysAddr(0x4123_4540), true).unwrap();
         // V | Config 0b101 << 1 = 0xb; S1Fmt 0; S1ContextPtr = PA [51:6] in place; S1CDMax 0.
         assert_eq!(ste.words()[0], 0x4123_4540 | 0xb);
         // S1DSS 0, S1CIR 1 << 2, S1COR 1 << 4, S1CSH 3 << 6, S1STALLD 0, EATS 0, STRW 0.
@@ -433,12 +439,16 @@ mod tests {
                 cd: PhysAddr(0x4123_4540)
             }
         );
+        // Non-coherent: CD fetches non-cacheable (S1CIR = S1COR = 0), outer shareable (2 << 6).
+        let nc = Ste::stage1(PhysAddr(0x4123_4540), false).unwrap();
+        assert_eq!(nc.words()[0], ste.words()[0]);
+        assert_eq!(nc.words()[1], 2 << 6);
     }
 
     #[test]
     fn smmuv3_ste_stage1_refuses_bad_cd_addresses() {
         assert_eq!(
-            Ste::stage1(PhysAddr(0x4000_0020)),
+            Ste::stage1(PhysAddr(0x4000_0020), true),
             Err(SmmuError::Misaligned {
                 what: Structure::ContextDescriptor,
                 addr: PhysAddr(0x4000_0020),
@@ -446,7 +456,7 @@ mod tests {
             })
         );
         assert!(matches!(
-            Ste::stage1(PhysAddr(1 << 52)),
+            Ste::stage1(PhysAddr(1 << 52), true),
             Err(SmmuError::AddressTooWide { bits: 52, .. })
         ));
     }
