@@ -33,17 +33,10 @@ pub struct FirmwareDma {
     pub constraint: of::DmaConstraint,
     /// Where the device's MSIs land (the interrupt controller's doorbell), if it has one.
     pub msi_doorbell: Option<PhysAddr>,
+    /// The DeviceID the MSI controller knows the device by (`msi-map`), if any.
+    pub msi_device_id: Option<u32>,
     /// Ranges DMA must never be given (PCI host windows: peer-to-peer, never reach the IOMMU).
     pub holes: Vec<Range<PhysAddr>>,
-}
-
-/// The DMA state a bound device carries in devmodel's per-device slot.
-#[derive(Debug)]
-pub struct DeviceDma {
-    /// Firmware description.
-    pub firmware: FirmwareDma,
-    /// What the IOMMU core attached, for devices behind an IOMMU.
-    pub iommu: Option<iommu::DeviceDma>,
 }
 
 /// The kernel's implementation of the bus model's DMA hooks.
@@ -81,6 +74,7 @@ pub fn firmware_dma(
                     coherent: false,
                     constraint: of::DmaConstraint::Unrestricted,
                     msi_doorbell: None,
+                    msi_device_id: None,
                     holes: Vec::new(),
                 });
             };
@@ -107,15 +101,15 @@ pub fn firmware_dma(
                     })
                 }
             };
-            let msi_doorbell = node
-                .msi_parents()
-                .ok()
-                .and_then(|p| p.first().and_then(|m| doorbell_of(tree, &m.target)));
+            let msi_parent = node.msi_parents().ok().and_then(|p| p.into_iter().next());
             Ok(FirmwareDma {
                 iommu,
                 coherent: node.dma_coherent().map_err(|e| e.to_string())?,
                 constraint: node.dma_constraint().map_err(|e| e.to_string())?,
-                msi_doorbell,
+                msi_doorbell: msi_parent
+                    .as_ref()
+                    .and_then(|m| doorbell_of(tree, &m.target)),
+                msi_device_id: msi_parent.and_then(|m| m.args.first().copied()),
                 holes: Vec::new(),
             })
         }
@@ -134,10 +128,11 @@ pub fn firmware_dma(
                     iommu: node.path().to_string(),
                     ids: alloc::vec![sid],
                 });
-            let msi_doorbell = host.msi_map().ok().flatten().and_then(|m| {
-                m.translate(u32::from(rid))
-                    .and_then(|(n, _)| doorbell_of(tree, n))
-            });
+            // MSIs carry the same requester ID as DMA (QEMU: pci_requester_id, after aliasing).
+            let msi = host.msi_map().ok().flatten();
+            let msi_target = msi.as_ref().and_then(|m| m.translate(u32::from(rid)));
+            let msi_doorbell = msi_target.and_then(|(n, _)| doorbell_of(tree, n));
+            let msi_device_id = msi_target.map(|(_, id)| id);
             let holes = host
                 .pci_windows()
                 .map(|ws| {
@@ -152,6 +147,7 @@ pub fn firmware_dma(
                 coherent: host.dma_coherent().map_err(|e| e.to_string())?,
                 constraint: host.child_dma_constraint().map_err(|e| e.to_string())?,
                 msi_doorbell,
+                msi_device_id,
                 holes,
             })
         }
@@ -176,6 +172,92 @@ fn reserved_regions(fw: &FirmwareDma) -> Vec<ReservedRegion> {
     r
 }
 
+/// DMA settings from the boot arguments, and the bounce pool.
+struct Settings {
+    strict: bool,
+    debug: bool,
+    bounce: Option<Arc<dma::BouncePool>>,
+}
+
+static SETTINGS: spin::Once<Settings> = spin::Once::new();
+
+/// Size of the bounce pool allocated at boot.
+const BOUNCE_POOL_ORDER: u32 = 10; // 4 MiB
+
+/// Reads the DMA boot arguments and allocates the bounce pool. Call once, before devices bind.
+pub fn init(args: &bootargs::BootArgs) {
+    let bounce = kapi::dma_mem::Frames::alloc(BOUNCE_POOL_ORDER)
+        .and_then(|f| dma::BouncePool::new(f).ok())
+        .map(Arc::new);
+    match &bounce {
+        Some(p) => {
+            log::info!(target: "dma", "bounce pool [{:#x}-{:#x}], {} invalidation, debug checks {}",
+            p.range().start.0, p.range().start.0 + p.range().size - 1,
+            if args.iommu_strict.unwrap_or(true) { "strict" } else { "lazy" },
+            if args.dma_debug { "on" } else { "off" })
+        }
+        None => {
+            log::warn!(target: "dma", "no memory for a bounce pool: out-of-reach buffers will be refused")
+        }
+    }
+    SETTINGS.call_once(|| Settings {
+        strict: args.iommu_strict.unwrap_or(true),
+        debug: args.dma_debug,
+        bounce,
+    });
+}
+
+fn settings() -> &'static Settings {
+    SETTINGS.call_once(|| Settings {
+        strict: true,
+        debug: true,
+        bounce: None,
+    })
+}
+
+fn bus_map(c: &of::DmaConstraint) -> dma::BusMap {
+    dma::BusMap {
+        windows: c
+            .windows()
+            .iter()
+            .map(|w| dma::DmaWindow {
+                bus: w.bus.0,
+                cpu: w.cpu.0,
+                size: w.size,
+            })
+            .collect(),
+    }
+}
+
+/// The device's DMA ops for what the IOMMU core attached (or for no IOMMU at all).
+fn dma_device(
+    dev: &DeviceInfo,
+    fw: &FirmwareDma,
+    attached: Option<&iommu::DeviceDma>,
+) -> Result<Arc<dma::DmaDevice>, dma::DmaError> {
+    let s = settings();
+    let bus = bus_map(&fw.constraint);
+    let builder = match attached {
+        Some(a) => match (a.domain_type, &a.domain) {
+            (DomainType::Dma, Some(domain)) => {
+                let d = dma::IommuDma::for_domain(domain, &a.reserved, &bus, s.strict)?;
+                dma::DmaDeviceBuilder::iommu(&dev.name, d)
+            }
+            (DomainType::Identity, _) => dma::DmaDeviceBuilder::direct(&dev.name, s.bounce.clone()),
+            _ => dma::DmaDeviceBuilder::blocked(
+                &dev.name,
+                "the driver manages the device's IOMMU domain itself",
+            ),
+        },
+        None => dma::DmaDeviceBuilder::direct(&dev.name, s.bounce.clone()),
+    };
+    let mut builder = builder.coherent(fw.coherent).bus(bus).debug(s.debug);
+    if let (Some(doorbell), Some(id)) = (fw.msi_doorbell, fw.msi_device_id) {
+        builder = builder.msi(doorbell, id);
+    }
+    Ok(builder.build())
+}
+
 impl DmaHooks for KernelDmaHooks {
     fn dma_configure(
         &mut self,
@@ -191,10 +273,8 @@ impl DmaHooks for KernelDmaHooks {
                 "no IOMMU: direct DMA, {}coherent",
                 if fw.coherent { "" } else { "non-" }
             );
-            return Ok(Some(Arc::new(DeviceDma {
-                firmware: fw,
-                iommu: None,
-            })));
+            let ops = dma_device(dev, &fw, None).map_err(|e| fail(&log, e))?;
+            return Ok(Some(ops));
         };
         let tree = of::boot_tree().ok_or_else(|| fail(&log, "no device tree"))?;
         match tree.node(&spec.iommu).and_then(|n| n.is_enabled()) {
@@ -234,20 +314,24 @@ impl DmaHooks for KernelDmaHooks {
             ids.join(","),
             configured.iommu
         );
-        drop(core);
-        Ok(Some(Arc::new(DeviceDma {
-            firmware: fw,
-            iommu: Some(configured),
-        })))
+        match dma_device(dev, &fw, Some(&configured)) {
+            Ok(ops) => Ok(Some(ops)),
+            Err(e) => {
+                // Nothing of the set-up may stay behind: back to blocked.
+                let _ = core.cleanup_device(&dev.name);
+                Err(fail(&log, e))
+            }
+        }
     }
 
     fn dma_cleanup(&mut self, dev: &DeviceInfo, state: Option<DmaState>) {
-        let Some(state) = state else { return };
-        let Ok(dma) = state.downcast::<DeviceDma>() else {
-            return;
-        };
-        if dma.iommu.is_some()
-            && let Err(e) = iommu::core().cleanup_device(&dev.name)
+        if let Some(ops) = state.and_then(|s| s.downcast::<dma::DmaDevice>().ok()) {
+            ops.report_leftovers();
+        }
+        // Blocked before anything the device used is released.
+        let mut core = iommu::core();
+        if core.group_of(&dev.name).is_some()
+            && let Err(e) = core.cleanup_device(&dev.name)
         {
             log::error!(target: "iommu", "{}: cleanup failed: {e}", dev.name);
         }

@@ -102,6 +102,7 @@ fn boot(dtb_pa: u64, entry_el: u64) -> ExitCode {
         passthrough: args.iommu_passthrough.unwrap_or(false),
         identity: args.iommu_identity.clone(),
     });
+    dma_setup::init(&args);
     let devs = devices::init(dt.tree(), &args);
     log::info!(target: "devmodel", "{} devices: {} bound, {} deferred, {} failed",
         devs.devices, devs.bound, devs.deferred, devs.failed);
