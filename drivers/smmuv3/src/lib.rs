@@ -1,11 +1,11 @@
-//! Arm SMMUv3: the pure parts of the driver.
+//! Arm SMMUv3: the driver, and the pure parts it is built from.
 //!
-//! Everything here is a function of values: register layouts, ID-register decoding, the in-memory
-//! structures the SMMU reads (stream table entries, context descriptors, commands) and writes
-//! (event records), queue index arithmetic, and the order in which a live table entry may be
-//! rewritten. The probe code that reads the ID registers, allocates the tables and queues and
-//! talks to the device builds on these pieces; hardware effects enter through the [`entry::EntrySync`]
-//! trait, so every rule below is tested on the host.
+//! The pure modules are functions of values: register layouts, ID-register decoding, the
+//! in-memory structures the SMMU reads (stream table entries, context descriptors, commands) and
+//! writes (event records), queue index arithmetic, and the order in which a live table entry may
+//! be rewritten. The driver modules put them to work on one SMMU; every hardware access goes
+//! through [`hw::SmmuIo`] (registers, and the memory the SMMU reads), so the whole driver runs on
+//! the host against [`fake::FakeSmmu`], a register-level model of the SMMU.
 //!
 //! | module | what |
 //! |---|---|
@@ -18,6 +18,16 @@
 //! | [`queue`] | command/event queue sizes, PROD/CONS wrap arithmetic, base register values |
 //! | [`event`] | event records, GERROR / CMDQ_CONS.ERR decoding, a rate limiter for fault lines |
 //! | [`asid`] | ASID allocation |
+//! | [`hw`] | the register interface as the driver sees it; the MMIO implementation |
+//! | [`cmdq`] | the command queue: batches, CMD_SYNC completion, command error recovery |
+//! | [`evtq`] | the event queue: draining, fault statistics, the fault-flood policy |
+//! | [`strtab`] | stream table memory: linear or two-level with lazily allocated level-2 tables |
+//!
+//! # Locking
+//! One CPU; every lock is a [`kapi::sync::IrqLock`] (the event and GERROR handlers and the DMA
+//! data path run in interrupt context). A path that holds several takes them in this order and
+//! never the other way: instance events → instance streams → domain page table → command queue.
+//! The ASID allocator and the domain list are leaves.
 //!
 //! # Resources
 //! - Arm IHI 0070, System Memory Management Unit Architecture Specification, SMMU architecture
@@ -34,15 +44,26 @@ extern crate alloc;
 pub mod asid;
 pub mod cd;
 pub mod cmd;
+pub mod cmdq;
 pub mod entry;
 pub mod event;
+pub mod evtq;
+#[cfg(any(test, feature = "fakes"))]
+pub mod fake;
 pub mod features;
+pub mod hw;
 pub mod queue;
 pub mod regs;
 pub mod ste;
+pub mod strtab;
+
+#[cfg(test)]
+mod driver_tests;
 
 use core::fmt;
 
+pub use cmdq::CmdqFault;
+pub use hw::Reg;
 pub use kapi::{Iova, PhysAddr};
 
 /// A StreamID: which device (for PCI: the requester ID) a transaction comes from.
@@ -184,6 +205,18 @@ pub enum SmmuError {
     AsidsExhausted,
     /// An ASID freed that was not allocated.
     AsidNotAllocated(Asid),
+    /// A register handshake (CR0ACK, GBPA.UPDATE, IRQ_CTRLACK) or a command queue wait did not
+    /// complete in time.
+    Timeout { register: Reg },
+    /// The register region could not be mapped or viewed.
+    Mmio(kapi::mmio::MmioError),
+    /// No memory for a structure the SMMU reads or writes.
+    NoMemory(Structure),
+    /// The SMMU refused a command (SMMU_CMDQ_CONS.ERR); the entry was repaired and the queue
+    /// keeps working, but the command had no effect.
+    CommandRefused(CmdqFault),
+    /// The SMMU is disabled (removed, or its bring-up failed) and takes no commands.
+    Disabled,
 }
 
 impl fmt::Display for SmmuError {
@@ -223,7 +256,18 @@ impl fmt::Display for SmmuError {
             SmmuError::Granule { size } => write!(f, "invalid TLB invalidation granule {size:#x}"),
             SmmuError::AsidsExhausted => f.write_str("no free ASID"),
             SmmuError::AsidNotAllocated(a) => write!(f, "ASID {a} freed but not allocated"),
+            SmmuError::Timeout { register } => write!(f, "{register} handshake timed out"),
+            SmmuError::Mmio(e) => write!(f, "{e}"),
+            SmmuError::NoMemory(what) => write!(f, "out of memory for the {what}"),
+            SmmuError::CommandRefused(fault) => write!(f, "{fault}"),
+            SmmuError::Disabled => f.write_str("the SMMU is disabled"),
         }
+    }
+}
+
+impl From<kapi::mmio::MmioError> for SmmuError {
+    fn from(e: kapi::mmio::MmioError) -> Self {
+        SmmuError::Mmio(e)
     }
 }
 
