@@ -22,6 +22,10 @@
 //! | [`cmdq`] | the command queue: batches, CMD_SYNC completion, command error recovery |
 //! | [`evtq`] | the event queue: draining, fault statistics, the fault-flood policy |
 //! | [`strtab`] | stream table memory: linear or two-level with lazily allocated level-2 tables |
+//! | [`pgtable_mem`] | io-pgtable's `TableMemory` over `kapi::dma_mem::Frames` |
+//! | [`domain`] | a stage-1 DMA domain: one CD, one ASID, one page table |
+//! | [`instance`] | one SMMU: reset, `iommu::IommuOps`, interrupt handlers |
+//! | [`driver`] | the `devmodel` driver for `arm,smmu-v3` and the registry of bound instances |
 //!
 //! # Locking
 //! One CPU; every lock is a [`kapi::sync::IrqLock`] (the event and GERROR handlers and the DMA
@@ -45,6 +49,8 @@ pub mod asid;
 pub mod cd;
 pub mod cmd;
 pub mod cmdq;
+pub mod domain;
+pub mod driver;
 pub mod entry;
 pub mod event;
 pub mod evtq;
@@ -52,6 +58,8 @@ pub mod evtq;
 pub mod fake;
 pub mod features;
 pub mod hw;
+pub mod instance;
+pub mod pgtable_mem;
 pub mod queue;
 pub mod regs;
 pub mod ste;
@@ -60,10 +68,14 @@ pub mod strtab;
 #[cfg(test)]
 mod driver_tests;
 
+use alloc::string::ToString;
 use core::fmt;
 
 pub use cmdq::CmdqFault;
+pub use domain::SmmuDomain;
+pub use driver::{driver, instances};
 pub use hw::Reg;
+pub use instance::Smmu;
 pub use kapi::{Iova, PhysAddr};
 
 /// A StreamID: which device (for PCI: the requester ID) a transaction comes from.
@@ -210,6 +222,12 @@ pub enum SmmuError {
     Timeout { register: Reg },
     /// The register region could not be mapped or viewed.
     Mmio(kapi::mmio::MmioError),
+    /// The device has no MMIO resource.
+    NoRegisters,
+    /// The MMIO resource is smaller than the two 64 KiB register pages.
+    RegionTooSmall { size: u64 },
+    /// The device has no device-tree node (the IOMMU core names instances by node path).
+    NoFirmwareNode,
     /// No memory for a structure the SMMU reads or writes.
     NoMemory(Structure),
     /// The SMMU refused a command (SMMU_CMDQ_CONS.ERR); the entry was repaired and the queue
@@ -217,6 +235,18 @@ pub enum SmmuError {
     CommandRefused(CmdqFault),
     /// The SMMU is disabled (removed, or its bring-up failed) and takes no commands.
     Disabled,
+    /// A StreamID that was not prepared with `probe_device`.
+    SidNotProbed(StreamId),
+    /// An interrupt could not be requested.
+    Irq(kapi::irq::IrqError),
+    /// A page-table operation failed.
+    PageTable(io_pgtable::PageTableError),
+    /// The IOMMU core already has an instance for this device-tree node.
+    AlreadyRegistered,
+    /// The domain was not allocated by this SMMU.
+    ForeignDomain,
+    /// A mapping that allows neither reads nor writes.
+    NoAccess,
 }
 
 impl fmt::Display for SmmuError {
@@ -258,9 +288,23 @@ impl fmt::Display for SmmuError {
             SmmuError::AsidNotAllocated(a) => write!(f, "ASID {a} freed but not allocated"),
             SmmuError::Timeout { register } => write!(f, "{register} handshake timed out"),
             SmmuError::Mmio(e) => write!(f, "{e}"),
+            SmmuError::NoRegisters => f.write_str("no register region in the device tree"),
+            SmmuError::RegionTooSmall { size } => write!(
+                f,
+                "register region of {size:#x} bytes is smaller than the two 64 KiB pages"
+            ),
+            SmmuError::NoFirmwareNode => f.write_str("no device-tree node"),
             SmmuError::NoMemory(what) => write!(f, "out of memory for the {what}"),
             SmmuError::CommandRefused(fault) => write!(f, "{fault}"),
             SmmuError::Disabled => f.write_str("the SMMU is disabled"),
+            SmmuError::SidNotProbed(sid) => write!(f, "StreamID {sid} was not probed"),
+            SmmuError::Irq(e) => write!(f, "{e}"),
+            SmmuError::PageTable(e) => write!(f, "{e}"),
+            SmmuError::AlreadyRegistered => {
+                f.write_str("an IOMMU is already registered for this node")
+            }
+            SmmuError::ForeignDomain => f.write_str("the domain belongs to another IOMMU"),
+            SmmuError::NoAccess => f.write_str("a mapping must allow reads or writes"),
         }
     }
 }
@@ -268,6 +312,49 @@ impl fmt::Display for SmmuError {
 impl From<kapi::mmio::MmioError> for SmmuError {
     fn from(e: kapi::mmio::MmioError) -> Self {
         SmmuError::Mmio(e)
+    }
+}
+
+impl From<kapi::irq::IrqError> for SmmuError {
+    fn from(e: kapi::irq::IrqError) -> Self {
+        SmmuError::Irq(e)
+    }
+}
+
+impl From<io_pgtable::PageTableError> for SmmuError {
+    fn from(e: io_pgtable::PageTableError) -> Self {
+        SmmuError::PageTable(e)
+    }
+}
+
+/// At the IOMMU core boundary: the kinds the core distinguishes keep their meaning, the rest
+/// become the driver's words.
+impl From<SmmuError> for iommu::IommuError {
+    fn from(e: SmmuError) -> Self {
+        use iommu::IommuError;
+        match e {
+            SmmuError::SidOutOfRange { sid, bits } => IommuError::InvalidId {
+                id: sid.0,
+                limit: if bits >= 32 {
+                    u32::MAX
+                } else {
+                    (1u32 << bits) - 1
+                },
+            },
+            SmmuError::AsidsExhausted | SmmuError::NoMemory(_) => IommuError::NoMemory,
+            SmmuError::PageTable(io_pgtable::PageTableError::OutOfTableMemory) => {
+                IommuError::NoMemory
+            }
+            other => IommuError::Driver(other.to_string()),
+        }
+    }
+}
+
+/// A failed bring-up fails the probe (the device is left with translation disabled and
+/// GBPA aborting, or untouched when the ID registers were refused).
+impl From<SmmuError> for devmodel::ProbeError {
+    fn from(e: SmmuError) -> Self {
+        devmodel::ProbeError::failed(e)
     }
 }
 

@@ -1,0 +1,145 @@
+//! io-pgtable's [`TableMemory`] over `kapi::dma_mem::Frames`: the page-table pages of a DMA
+//! domain, which the SMMU walks.
+//!
+//! Each table page is one `Frames` block of one page (zeroed and 4 KiB aligned by `Frames`),
+//! kept here until io-pgtable frees it. Descriptors are read and written with the volatile
+//! 64-bit accessors of `Frames`: one single-copy-atomic store per descriptor, as the walker may
+//! read it at any time. On an SMMU whose walks are coherent (IDR0.COHACC) nothing else is needed
+//! (the barrier before the next command or doorbell orders the stores); otherwise every written
+//! range is cleaned to the point of coherency.
+
+use alloc::collections::BTreeMap;
+
+use io_pgtable::TableMemory;
+use kapi::dma_mem::Frames;
+use kapi::{PAGE_SIZE, PhysAddr};
+
+use crate::hw::Coherency;
+
+/// Table pages of one page table.
+#[derive(Debug)]
+pub struct FramesTableMemory {
+    pages: BTreeMap<PhysAddr, Frames>,
+    coherency: Coherency,
+}
+
+impl FramesTableMemory {
+    /// No pages yet; walks are coherent or not as `coherency` says.
+    pub fn new(coherency: Coherency) -> Self {
+        Self {
+            pages: BTreeMap::new(),
+            coherency,
+        }
+    }
+
+    /// Pages currently held.
+    pub fn pages(&self) -> usize {
+        self.pages.len()
+    }
+
+    /// Leaks every page: they are never reused. For teardown when the SMMU could not be
+    /// stopped from walking them.
+    pub fn leak(self) {
+        for (_, frames) in self.pages {
+            core::mem::forget(frames);
+        }
+    }
+}
+
+impl TableMemory for FramesTableMemory {
+    fn alloc_table(&mut self) -> Option<PhysAddr> {
+        let frames = Frames::alloc(0)?;
+        // The zeroes must reach memory before the page can be linked and walked.
+        self.coherency.publish(&frames, 0, PAGE_SIZE);
+        let pa = frames.pa();
+        self.pages.insert(pa, frames);
+        Some(pa)
+    }
+
+    fn free_table(&mut self, table: PhysAddr) {
+        // Dropping the Frames returns the page; io-pgtable frees only unreachable pages.
+        let freed = self.pages.remove(&table);
+        debug_assert!(freed.is_some(), "free of unknown table page {table}");
+    }
+
+    fn read(&self, table: PhysAddr, index: usize) -> u64 {
+        // An unknown page would be an io-pgtable bug; read it as an invalid descriptor.
+        self.pages
+            .get(&table)
+            .map_or(0, |f| f.read_u64(index as u64 * 8))
+    }
+
+    fn write(&mut self, table: PhysAddr, index: usize, value: u64) {
+        match self.pages.get(&table) {
+            Some(f) => f.write_u64(index as u64 * 8, value),
+            None => debug_assert!(false, "write to unknown table page {table}"),
+        }
+    }
+
+    fn sync(&mut self, table: PhysAddr, first: usize, count: usize) {
+        if let Some(f) = self.pages.get(&table) {
+            self.coherency
+                .publish(f, first as u64 * 8, count as u64 * 8);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::driver_tests::serial;
+    use io_pgtable::{BlockSplit, Config, Gather, MemoryType, PageTable, Prot};
+    use kapi::Iova;
+    use kapi::platform::Platform;
+
+    #[test]
+    fn smmuv3_pgtable_mem_pages_are_zeroed_aligned_and_returned() {
+        let (_serial, platform) = serial();
+        let before = platform.frames_in_use();
+        let mut mem = FramesTableMemory::new(Coherency::new(true));
+        let a = mem.alloc_table().unwrap();
+        let b = mem.alloc_table().unwrap();
+        assert!(a.is_aligned(PAGE_SIZE) && b.is_aligned(PAGE_SIZE) && a != b);
+        assert!((0..512).all(|i| mem.read(a, i) == 0));
+        mem.write(a, 511, 0xdead_beef_0000_0003);
+        mem.sync(a, 511, 1);
+        assert_eq!(mem.read(a, 511), 0xdead_beef_0000_0003);
+        assert_eq!(mem.read(b, 511), 0);
+        assert_eq!(platform.frames_in_use(), before + 2);
+        mem.free_table(a);
+        assert_eq!((mem.pages(), platform.frames_in_use()), (1, before + 1));
+        drop(mem);
+        assert_eq!(platform.frames_in_use(), before);
+    }
+
+    #[test]
+    fn smmuv3_pgtable_mem_backs_a_real_page_table() {
+        let (_serial, platform) = serial();
+        let before = platform.frames_in_use();
+        let mem = FramesTableMemory::new(Coherency::new(true));
+        // 48-bit output: the fake platform's "physical" addresses are host virtual addresses.
+        let mut table = PageTable::new(mem, Config::smmu(48, BlockSplit::Direct)).unwrap();
+        let prot = Prot::read_write(MemoryType::NormalWriteBack);
+        table
+            .map(Iova(0x10_0000), PhysAddr(0x4000_0000), 0x4000, prot)
+            .unwrap();
+        // Root, level 1, level 2, level 3.
+        assert_eq!(table.tables_in_use(), 4);
+        assert_eq!(table.memory().pages(), 4);
+        assert_eq!(
+            table.translate(Iova(0x10_2345)),
+            Some(PhysAddr(0x4000_2345))
+        );
+        let mut gather = Gather::new();
+        assert_eq!(
+            table.unmap(Iova(0x10_0000), 0x4000, &mut gather),
+            Ok(0x4000)
+        );
+        assert!(gather.tables_to_free() > 0);
+        table.flush(gather, |_| Ok::<(), ()>(())).unwrap();
+        assert_eq!(table.tables_in_use(), 1);
+        assert_eq!(platform.frames_in_use(), before + 1);
+        drop(table.destroy());
+        assert_eq!(platform.frames_in_use(), before);
+    }
+}
