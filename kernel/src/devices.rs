@@ -51,10 +51,15 @@ impl Driver for CoreDriver {
 /// Every driver, in registration order, with `devmodel.register_first` / `register_last`
 /// applied (scenario tests use them to register the IOMMU driver before or after its clients).
 pub fn driver_table(args: &bootargs::BootArgs) -> Vec<Arc<dyn Driver>> {
+    let edu = edu::EduConfig {
+        dma_bits: args.edu_dma_bits,
+        managed: args.edu_managed.clone(),
+    };
     let mut table: Vec<Arc<dyn Driver>> = alloc::vec![
         Arc::new(CoreDriver),
         pci_ecam::driver(),
-        edu::driver(),
+        edu::managed_driver(edu.clone()),
+        edu::driver(edu),
         virtio_blk::driver(),
     ];
     for name in args.register_last.iter() {

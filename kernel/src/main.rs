@@ -116,7 +116,8 @@ fn boot(dtb_pa: u64, entry_el: u64) -> ExitCode {
         };
     }
 
-    let checks = [check_timer()];
+    let mut checks = alloc::vec![check_timer()];
+    checks.extend(check_edu());
     let passed = checks.iter().filter(|c| c.result.is_ok()).count();
     for c in &checks {
         match &c.result {
@@ -179,6 +180,26 @@ fn init_interrupts(dt: &dt::DeviceTree) -> Result<(), String> {
         kapi::time::frequency() as f64 / 1e6, line.intid);
     kapi::irq::local_enable();
     Ok(())
+}
+
+/// The round trip each bound edu started at probe came back intact.
+fn check_edu() -> alloc::vec::Vec<Check> {
+    edu::bound()
+        .into_iter()
+        .map(|e| Check {
+            name: "edu-round-trip",
+            result: match e.round_trip_result() {
+                Ok(addr) => Ok(alloc::format!(
+                    "{}: 4096 bytes through {:#x}, {} DMA, {}",
+                    e.name,
+                    addr.0,
+                    e.dma.ops_name(),
+                    e.irq_kind
+                )),
+                Err(err) => Err(alloc::format!("{}: {err}", e.name)),
+            },
+        })
+        .collect()
 }
 
 /// The timer interrupt arrives through the GIC.

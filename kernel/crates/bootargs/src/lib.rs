@@ -76,6 +76,11 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "bind these edu functions to the driver that manages its own IOMMU domain",
     ),
     (
+        "edu.dma_bits",
+        "<n>",
+        "DMA mask edu's driver sets (default 28; match QEMU's `-device edu,dma_mask=...`)",
+    ),
+    (
         "fault",
         "<what>",
         "inject a fault for tests (see docs/robustness.md)",
@@ -103,6 +108,8 @@ pub struct BootArgs {
     pub register_last: Vec<String>,
     /// `edu.managed=`: edu functions bound to the self-managing (driver_managed_dma) driver.
     pub edu_managed: Vec<String>,
+    /// `edu.dma_bits=`: the DMA mask edu's driver sets.
+    pub edu_dma_bits: Option<u32>,
     /// `fault=`: fault injection for tests.
     pub fault: Option<String>,
 }
@@ -119,6 +126,7 @@ impl Default for BootArgs {
             bench: Vec::new(),
             register_last: Vec::new(),
             edu_managed: Vec::new(),
+            edu_dma_bits: None,
             fault: None,
         }
     }
@@ -231,6 +239,12 @@ pub fn parse(cmdline: &str) -> (BootArgs, Vec<Problem>) {
             "bench" => parse_list(value).map(|l| args.bench = l).is_some(),
             "devmodel.register_last" => parse_list(value).map(|l| args.register_last = l).is_some(),
             "edu.managed" => parse_list(value).map(|l| args.edu_managed = l).is_some(),
+            "edu.dma_bits" => value
+                .parse::<u32>()
+                .ok()
+                .filter(|b| (12..=64).contains(b))
+                .map(|b| args.edu_dma_bits = Some(b))
+                .is_some(),
             "fault" => {
                 args.fault = Some(value.to_string());
                 !value.is_empty()
@@ -300,6 +314,15 @@ mod tests {
             p[0].to_string(),
             "unknown boot argument `console=ttyAMA0` (ignored)"
         );
+    }
+
+    #[test]
+    fn edu_mask_bits_are_range_checked() {
+        assert_eq!(parse("edu.dma_bits=40").0.edu_dma_bits, Some(40));
+        assert!(matches!(
+            parse("edu.dma_bits=99").1[0],
+            Problem::BadValue { .. }
+        ));
     }
 
     #[test]
