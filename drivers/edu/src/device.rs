@@ -360,13 +360,16 @@ fn install_handler(
     kapi::irq::request(line, "edu", move || dev.on_interrupt()).map_err(|e| failed(log, e))
 }
 
+/// The MSI vectors (if MSI is used) and the name of the interrupt kind.
+type InterruptPlan = (Option<Box<dyn MsiAllocation>>, &'static str);
+
 /// MSI through the ITS when the device and the platform allow it (the doorbell reached through
 /// the device's DMA domain: behind the SMMU, its IOVA in the MSI window), INTx otherwise.
 fn plan_interrupt(
     pci: &PciDevice,
     dma: &DmaDevice,
     log: &DevLog,
-) -> Result<(Option<Box<dyn MsiAllocation>>, &'static str), ProbeError> {
+) -> Result<InterruptPlan, ProbeError> {
     let Some(id) = dma.msi_device_id() else {
         return Ok((None, "INTx"));
     };
