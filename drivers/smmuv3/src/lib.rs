@@ -67,6 +67,8 @@ pub mod strtab;
 
 #[cfg(test)]
 mod driver_tests;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod ktests;
 
 use alloc::string::ToString;
 use core::fmt;
