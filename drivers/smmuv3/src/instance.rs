@@ -613,7 +613,7 @@ impl Smmu {
     fn drain_events(&self, events: &mut Events) {
         let Events { queue, faults } = events;
         // Bounded work in interrupt context: two laps of the queue. What is left (a device
-        // producing events as fast as they are read) raises the interrupt again.
+        // producing events as fast as they are read) is read on the next event's interrupt.
         let limit = 2 * queue.geometry().entries() as usize;
         let drained = queue.drain(&*self.io, limit, &mut |e| self.on_event(faults, &e));
         if drained.overflow {
