@@ -57,6 +57,7 @@ pub fn driver_table(args: &bootargs::BootArgs) -> Vec<Arc<dyn Driver>> {
     };
     let mut table: Vec<Arc<dyn Driver>> = alloc::vec![
         Arc::new(CoreDriver),
+        smmuv3::driver(),
         pci_ecam::driver(),
         edu::managed_driver(edu.clone()),
         edu::driver(edu),

@@ -265,11 +265,11 @@ impl Driver for EduDriver {
     fn match_table(&self) -> &[MatchId] {
         &MATCH
     }
+    fn accepts(&self, dev: &devmodel::DeviceInfo) -> bool {
+        !self.config.managed.iter().any(|m| *m == dev.name)
+    }
     fn probe(&self, ctx: &mut ProbeCtx<'_>) -> Result<DriverData, ProbeError> {
         let info = ctx.device_arc();
-        if self.config.managed.iter().any(|m| *m == info.name) {
-            return Err(ProbeError::NoMatch);
-        }
         let log = DevLog::new("edu", &info.name);
         let pci = info
             .payload_arc::<PciDevice>()

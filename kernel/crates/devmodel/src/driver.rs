@@ -55,6 +55,11 @@ pub(crate) fn first_match(table: &[MatchId], dev: &DeviceInfo) -> Option<usize> 
     table.iter().position(|m| m.matches(dev))
 }
 
+/// The driver's match for `dev`: its table, then its own [`Driver::accepts`] check.
+pub(crate) fn driver_match(driver: &dyn Driver, dev: &DeviceInfo) -> Option<usize> {
+    first_match(driver.match_table(), dev).filter(|_| driver.accepts(dev))
+}
+
 /// Why a probe (or the DMA setup before it) cannot complete yet.
 ///
 /// The message says in words what is missing; the dependency, when known, names the DT node of
@@ -192,6 +197,14 @@ pub trait Driver: Send + Sync {
     /// Which devices to offer this driver. Entries are tried in order; the index of the first
     /// one that matches is available in probe as [`ProbeCtx::matched`].
     fn match_table(&self) -> &[MatchId];
+
+    /// A finer match than the table, decided before any DMA set-up (e.g. a driver that takes
+    /// only the functions a boot argument names). Declining here is silent and free; declining
+    /// in probe costs a `dma_configure`/`dma_cleanup` round.
+    fn accepts(&self, dev: &DeviceInfo) -> bool {
+        let _ = dev;
+        true
+    }
 
     /// True for drivers that manage the device's IOMMU domain themselves (VFIO-like): passed to
     /// `dma_configure`, which then leaves the device without a kernel-managed DMA domain.

@@ -38,7 +38,7 @@ use core::any::Any;
 use core::fmt;
 
 use crate::device::{DeviceId, DeviceInfo};
-use crate::driver::{DeferReason, Driver, DriverData, DriverError, ProbeError, first_match};
+use crate::driver::{DeferReason, Driver, DriverData, DriverError, ProbeError, driver_match};
 
 /// Logs a line with target `devmodel <device name>`.
 macro_rules! dev_log {
@@ -277,11 +277,10 @@ impl DeviceManager {
         if self.drivers.iter().any(|d| d.name() == driver.name()) {
             return Err(ModelError::DuplicateDriver(driver.name()));
         }
-        let table = driver.match_table();
         let offer: Vec<DeviceId> = self
             .records()
             .filter(|(_, r)| !matches!(r.state, DeviceState::Bound { .. }))
-            .filter(|(_, r)| first_match(table, &r.info).is_some())
+            .filter(|(_, r)| driver_match(driver.as_ref(), &r.info).is_some())
             .map(|(id, _)| id)
             .collect();
         self.drivers.push(driver);
@@ -525,7 +524,7 @@ impl DeviceManager {
         let candidates: Vec<(Arc<dyn Driver>, usize)> = self
             .drivers
             .iter()
-            .filter_map(|d| Some((d.clone(), first_match(d.match_table(), &info)?)))
+            .filter_map(|d| Some((d.clone(), driver_match(d.as_ref(), &info)?)))
             .collect();
         self.unqueue(id);
         let binds_at_start = self.counters.binds;

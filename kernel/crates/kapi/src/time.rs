@@ -108,7 +108,12 @@ pub fn poll_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> Result<(
     }
 }
 
-/// Sleeps (WFI) until `cond` holds or `timeout` passes; an interrupt or the deadline wakes it.
+/// Longest a [`wait_until`] sleeps between two looks at its condition, so a condition that no
+/// interrupt announces (a polled status register) is still noticed promptly.
+pub const WAIT_RECHECK: Duration = Duration::from_millis(1);
+
+/// Sleeps (WFI) until `cond` holds or `timeout` passes; an interrupt, the deadline, or at most
+/// [`WAIT_RECHECK`] wakes it to look again.
 ///
 /// Thread context only, with IRQs enabled. `cond` is checked with IRQs masked and the CPU then
 /// waits with them still masked (WFI wakes on a pending interrupt regardless), so an interrupt
@@ -126,7 +131,8 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> Result<(
             crate::irq::local_restore(saved);
             return if cond() { Ok(()) } else { Err(TimedOut) };
         }
-        crate::platform::get().wait_for_interrupt(deadline);
+        let wake = Instant::now().after(WAIT_RECHECK).min(deadline);
+        crate::platform::get().wait_for_interrupt(wake);
         crate::irq::local_restore(saved);
     }
 }

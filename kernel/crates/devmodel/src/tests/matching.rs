@@ -36,6 +36,38 @@ fn no_match_moves_on_to_the_next_matching_driver() {
 }
 
 #[test]
+fn a_driver_declining_in_accepts_costs_no_dma_setup() {
+    let dma = FakeDma::new();
+    let mut m = manager(&dma);
+    m.register_driver(
+        TestDriver::new("edu-managed", &[EDU])
+            .managed()
+            .only("0000:00:05.0")
+            .arc(),
+    )
+    .unwrap();
+    m.register_driver(TestDriver::new("edu", &[EDU]).arc())
+        .unwrap();
+    let plain = m.add_device(edu_device(2)).unwrap();
+    let managed = m.add_device(edu_device(5)).unwrap();
+    assert_eq!(m.state(plain).and_then(DeviceState::driver), Some("edu"));
+    assert_eq!(
+        m.state(managed).and_then(DeviceState::driver),
+        Some("edu-managed")
+    );
+    // One configure each, no cleanup: the managed driver never saw 00:02.0.
+    assert_eq!(
+        (dma.configures("0000:00:02.0"), dma.cleanups("0000:00:02.0")),
+        (1, 0)
+    );
+    assert_eq!(
+        (dma.configures("0000:00:05.0"), dma.cleanups("0000:00:05.0")),
+        (1, 0)
+    );
+    assert_eq!(m.counters().rejections, 0);
+}
+
+#[test]
 fn every_driver_declining_leaves_the_device_unbound_not_failed() {
     let dma = FakeDma::new();
     let mut m = manager(&dma);

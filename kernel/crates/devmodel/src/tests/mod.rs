@@ -40,6 +40,7 @@ pub(crate) struct TestDriver {
     name: &'static str,
     table: Vec<MatchId>,
     managed: bool,
+    only: Option<&'static str>,
     probe: Box<ProbeFn>,
     remove: Option<Box<RemoveFn>>,
 }
@@ -51,9 +52,16 @@ impl TestDriver {
             name,
             table: table.to_vec(),
             managed: false,
+            only: None,
             probe: Box::new(|_| Ok(Box::new(()))),
             remove: None,
         }
+    }
+
+    /// Accepts only the device with this name (a finer match than the table).
+    pub(crate) fn only(mut self, name: &'static str) -> Self {
+        self.only = Some(name);
+        self
     }
 
     pub(crate) fn probe(
@@ -91,6 +99,9 @@ impl Driver for TestDriver {
     }
     fn driver_managed_dma(&self) -> bool {
         self.managed
+    }
+    fn accepts(&self, dev: &DeviceInfo) -> bool {
+        self.only.is_none_or(|n| n == dev.name)
     }
     fn probe(&self, ctx: &mut ProbeCtx<'_>) -> Result<DriverData, ProbeError> {
         (self.probe)(ctx)
