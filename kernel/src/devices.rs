@@ -6,7 +6,6 @@
 //! probed yet defers until it has (see [`crate::dma_setup`]).
 
 use alloc::boxed::Box;
-use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
@@ -63,6 +62,12 @@ pub fn driver_table(args: &bootargs::BootArgs) -> Vec<Arc<dyn Driver>> {
         edu::driver(edu),
         virtio_blk::driver(),
     ];
+    for name in &args.skip_drivers {
+        if !table.iter().any(|d| d.name() == name) {
+            log::warn!(target: "devmodel", "devmodel.skip: no driver named `{name}`");
+        }
+    }
+    table.retain(|d| !args.skip_drivers.iter().any(|s| s == d.name()));
     for name in args.register_last.iter() {
         if let Some(i) = table.iter().position(|d| d.name() == name) {
             let d = table.remove(i);
@@ -183,24 +188,4 @@ fn summarize(dm: &DeviceManager) -> Summary {
         }
     }
     s
-}
-
-/// Current counts.
-pub fn summary() -> Summary {
-    with(|dm| summarize(dm)).unwrap_or_default()
-}
-
-/// Name and state of every device, for tests and diagnostics.
-pub fn states() -> Vec<(String, String)> {
-    with(|dm| {
-        dm.devices()
-            .filter_map(|id| {
-                Some((
-                    dm.info(id)?.name.clone(),
-                    alloc::format!("{}", dm.state(id)?),
-                ))
-            })
-            .collect()
-    })
-    .unwrap_or_default()
 }

@@ -77,8 +77,14 @@ fn boot(dtb_pa: u64, entry_el: u64) -> ExitCode {
     if let Some(c) = conduit {
         arch::psci::set_conduit(c);
     }
-    log::info!(target: "kernel", "{} entered at EL{entry_el}, running at EL{}, device tree at {:#x} ({} KiB), PSCI {}",
-        dt.model(), arch::current_el(), dt.blob_range().base, dt.blob_range().size / 1024,
+    let el = arch::current_el();
+    let entered = if entry_el != el {
+        alloc::format!("entered at EL{entry_el}, ")
+    } else {
+        String::new()
+    };
+    log::info!(target: "kernel", "{} {entered}running at EL{el}, device tree at {:#x} ({} KiB), PSCI {}",
+        dt.model(), dt.blob_range().base, dt.blob_range().size / 1024,
         conduit.map_or("absent", |c| if c == arch::psci::Conduit::Hvc { "hvc" } else { "smc" }));
     if !dt.bootargs().is_empty() {
         log::info!(target: "kernel", "command line: {}", dt.bootargs());

@@ -71,6 +71,11 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "register these drivers after all others (probe-order tests)",
     ),
     (
+        "devmodel.skip",
+        "<driver>[,<driver>...]",
+        "do not register these drivers at all (tests of what waits on them)",
+    ),
+    (
         "edu.managed",
         "<device>[,<device>...]",
         "bind these edu functions to the driver that manages its own IOMMU domain",
@@ -106,6 +111,8 @@ pub struct BootArgs {
     pub bench: Vec<String>,
     /// `devmodel.register_last=`: drivers registered after every other driver.
     pub register_last: Vec<String>,
+    /// `devmodel.skip=`: drivers not registered.
+    pub skip_drivers: Vec<String>,
     /// `edu.managed=`: edu functions bound to the self-managing (driver_managed_dma) driver.
     pub edu_managed: Vec<String>,
     /// `edu.dma_bits=`: the DMA mask edu's driver sets.
@@ -125,6 +132,7 @@ impl Default for BootArgs {
             dma_debug: true,
             bench: Vec::new(),
             register_last: Vec::new(),
+            skip_drivers: Vec::new(),
             edu_managed: Vec::new(),
             edu_dma_bits: None,
             fault: None,
@@ -238,6 +246,7 @@ pub fn parse(cmdline: &str) -> (BootArgs, Vec<Problem>) {
             "dma.debug" => parse_bool(value).map(|b| args.dma_debug = b).is_some(),
             "bench" => parse_list(value).map(|l| args.bench = l).is_some(),
             "devmodel.register_last" => parse_list(value).map(|l| args.register_last = l).is_some(),
+            "devmodel.skip" => parse_list(value).map(|l| args.skip_drivers = l).is_some(),
             "edu.managed" => parse_list(value).map(|l| args.edu_managed = l).is_some(),
             "edu.dma_bits" => value
                 .parse::<u32>()

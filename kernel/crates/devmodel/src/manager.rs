@@ -218,6 +218,8 @@ pub(crate) struct Record {
     added_by_driver: bool,
     /// Deferrals since the last bind (a bind after a deferral is logged at info).
     deferrals: u32,
+    /// Only this driver may bind the device (Linux's `driver_override`).
+    driver_override: Option<&'static str>,
 }
 
 /// One attempt's result.
@@ -316,6 +318,19 @@ impl DeviceManager {
     }
 
     // ---- bind / unbind ------------------------------------------------------------------------
+
+    /// Restricts which driver may bind `id` (`None` lifts the restriction), like Linux's
+    /// `driver_override`. Takes effect at the next bind attempt; a bound device stays bound.
+    pub fn set_driver_override(
+        &mut self,
+        id: DeviceId,
+        driver: Option<&'static str>,
+    ) -> Result<(), ModelError> {
+        self.record_mut(id)
+            .ok_or(ModelError::NoSuchDevice(id))?
+            .driver_override = driver;
+        Ok(())
+    }
 
     /// Tries to bind a device that has no driver (now, whatever its state); returns its state.
     /// A bound device is left alone.
@@ -475,6 +490,7 @@ impl DeviceManager {
             children: Vec::new(),
             added_by_driver: by_driver,
             deferrals: 0,
+            driver_override: None,
         }));
         if let Some(p) = parent.and_then(|p| self.record_mut(p)) {
             p.children.push(id);
@@ -521,9 +537,11 @@ impl DeviceManager {
             return;
         }
         let info = rec.info.clone();
+        let only = rec.driver_override;
         let candidates: Vec<(Arc<dyn Driver>, usize)> = self
             .drivers
             .iter()
+            .filter(|d| only.is_none_or(|o| o == d.name()))
             .filter_map(|d| Some((d.clone(), driver_match(d.as_ref(), &info)?)))
             .collect();
         self.unqueue(id);

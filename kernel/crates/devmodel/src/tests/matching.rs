@@ -217,3 +217,26 @@ fn probe_sees_which_table_entry_matched() {
     .unwrap();
     assert_eq!(seen.take(), ["entry 1"]);
 }
+
+#[test]
+fn a_driver_override_picks_the_one_driver_that_may_bind() {
+    let dma = FakeDma::new();
+    let mut m = manager(&dma);
+    m.register_driver(TestDriver::new("edu", &[EDU]).arc())
+        .unwrap();
+    m.register_driver(TestDriver::new("edu-test", &[EDU]).arc())
+        .unwrap();
+    let id = m.add_device(edu_device(2)).unwrap();
+    assert_eq!(m.state(id).and_then(DeviceState::driver), Some("edu"));
+    m.unbind(id).unwrap();
+    m.set_driver_override(id, Some("edu-test")).unwrap();
+    m.bind(id).unwrap();
+    assert_eq!(m.state(id).and_then(DeviceState::driver), Some("edu-test"));
+    m.unbind(id).unwrap();
+    m.set_driver_override(id, Some("no-such-driver")).unwrap();
+    m.bind(id).unwrap();
+    assert_eq!(m.state(id), Some(&DeviceState::Unbound));
+    m.set_driver_override(id, None).unwrap();
+    m.bind(id).unwrap();
+    assert_eq!(m.state(id).and_then(DeviceState::driver), Some("edu"));
+}

@@ -71,3 +71,6 @@ ktests! {
         kfail!("the write to the guard page did not fault")
     }
 }
+
+mod isolation;
+mod lifecycle;
