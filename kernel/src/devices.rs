@@ -169,6 +169,9 @@ pub fn init(tree: &'static of::DeviceTree<'static>, args: &bootargs::BootArgs) -
         if let Err(e) = dm.register_driver(driver) {
             log::error!(target: "devmodel", "{e}");
         }
+        if !smmuv3::instances().is_empty() {
+            crate::timeline::mark(crate::timeline::Mark::SmmuBound);
+        }
     }
     dm.log_deferred_report();
     let s = summarize(&dm);

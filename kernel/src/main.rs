@@ -7,6 +7,7 @@
 extern crate alloc;
 
 mod arch;
+mod bench;
 mod console;
 mod devices;
 mod dma_setup;
@@ -15,6 +16,7 @@ mod ktest_runner;
 mod ktests;
 mod mm;
 mod msi;
+mod timeline;
 
 use alloc::boxed::Box;
 use alloc::string::String;
@@ -45,6 +47,7 @@ pub enum ExitCode {
 /// Rust entry, called by `boot/src/entry.S` with the MMU on and BSS zeroed.
 #[unsafe(no_mangle)]
 extern "C" fn kernel_entry(dtb_pa: u64, entry_el: u64) -> ! {
+    timeline::mark(timeline::Mark::Entry);
     let status = boot(dtb_pa, entry_el);
     arch::exit(status)
 }
@@ -70,6 +73,7 @@ fn boot(dtb_pa: u64, entry_el: u64) -> ExitCode {
         return ExitCode::BadBoot;
     };
     console::init(uart);
+    timeline::mark(timeline::Mark::Console);
 
     let (args, problems) = bootargs::parse(dt.bootargs());
     console::init_logger(args.loglevel);
@@ -98,18 +102,21 @@ fn boot(dtb_pa: u64, entry_el: u64) -> ExitCode {
         return ExitCode::Failure;
     }
     kapi::platform::install(&mm::PLATFORM);
+    timeline::mark(timeline::Mark::Memory);
 
     if let Err(e) = init_interrupts(&dt) {
         log::error!(target: "kernel", "interrupts unavailable: {e}");
         return ExitCode::Failure;
     }
 
+    timeline::mark(timeline::Mark::Interrupts);
     iommu::core().set_policy(iommu::Policy {
         passthrough: args.iommu_passthrough.unwrap_or(false),
         identity: args.iommu_identity.clone(),
     });
     dma_setup::init(&args);
     let devs = devices::init(dt.tree(), &args);
+    timeline::mark(timeline::Mark::AllBound);
     log::info!(target: "devmodel", "{} devices: {} bound, {} deferred, {} failed",
         devs.devices, devs.bound, devs.deferred, devs.failed);
 
@@ -131,9 +138,16 @@ fn boot(dtb_pa: u64, entry_el: u64) -> ExitCode {
             Err(why) => log::error!(target: "kernel", "check {}: FAILED: {why}", c.name),
         }
     }
+    timeline::mark(timeline::Mark::MainDone);
     log::info!(target: "kernel", "boot complete in {:.3} ms: {passed}/{} checks passed, {} of {} page frames in use",
         Instant::now().since_boot().as_micros() as f64 / 1000.0, checks.len(),
         mm::frames_in_use(), mm::frames_total());
+    if !args.bench.is_empty() {
+        bench::report_timeline();
+        if !bench::run(&args.bench) {
+            return ExitCode::Failure;
+        }
+    }
     if passed == checks.len() {
         ExitCode::Success
     } else {

@@ -1,0 +1,139 @@
+//! Bench mode (`bench=<case>[,<case>...]` or `bench=all`): measures with the generic timer and
+//! prints one machine-readable line per result, which `cargo xtask bench` collects:
+//!
+//! ```text
+//! BENCH case=dma_map_unmap_4k unit=ns value=812.4 iters=20000
+//! ```
+//!
+//! The mode (SMMU strict or lazy, passthrough, no IOMMU) is the machine's configuration; xtask
+//! knows it, the kernel only reports. Guest time is CNTVCT: under `-icount shift=N,sleep=off` it
+//! advances with instructions, so results repeat exactly run to run.
+
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec;
+use alloc::vec::Vec;
+
+use kapi::time::{Instant, ticks_to_ns};
+
+use crate::println;
+use crate::timeline::{self, Mark};
+
+/// Every case the kernel measures (the boot milestones are always reported).
+pub const CASES: &[&str] = &[
+    "dma_map_unmap_4k",
+    "dma_map_unmap_64k",
+    "dma_map_unmap_1m",
+    "dma_map_sg_64",
+    "dma_alloc_coherent",
+];
+
+fn report(case: &str, unit: &str, value: f64, iters: u64) {
+    println!("BENCH case={case} unit={unit} value={value:.3} iters={iters}");
+}
+
+/// The device whose DMA ops the DMA-API cases use: the first bound PCI device with DMA ops
+/// (virtio-blk on the default machine), so the cases run through whatever that device has —
+/// an SMMU domain (strict or lazy) or direct DMA.
+fn dma_device() -> Option<Arc<dma::DmaDevice>> {
+    crate::devices::with(|dm| {
+        dm.devices()
+            .filter(|id| dm.state(*id).and_then(|s| s.driver()).is_some())
+            .filter(|id| {
+                dm.info(*id)
+                    .is_some_and(|i| i.bus == devmodel::BusKind::Pci)
+            })
+            .find_map(|id| {
+                dm.dma_state(id)
+                    .cloned()
+                    .and_then(|s| s.downcast::<dma::DmaDevice>().ok())
+            })
+    })
+    .flatten()
+}
+
+/// Runs `op` `iters` times and reports the mean in nanoseconds.
+fn time_per_op(case: &str, iters: u64, mut op: impl FnMut()) {
+    // One untimed round warms caches, the IOVA caches and the page-table walk.
+    op();
+    let start = Instant::now();
+    for _ in 0..iters {
+        op();
+    }
+    let ticks = Instant::now().ticks_since(start);
+    report(case, "ns", ticks_to_ns(ticks) as f64 / iters as f64, iters);
+}
+
+fn map_unmap(dev: &Arc<dma::DmaDevice>, case: &str, size: usize, iters: u64) {
+    let mut buf = Some(vec![0u8; size]);
+    time_per_op(case, iters, || {
+        let Some(b) = buf.take() else { return };
+        match dev.map::<dma::Bidirectional>(b) {
+            Ok(s) => buf = Some(s.into_buffer()),
+            Err((e, b)) => {
+                log::error!(target: "bench", "{case}: {e}");
+                buf = Some(b);
+            }
+        }
+    });
+}
+
+/// Runs the selected cases.
+pub fn run(selected: &[String]) -> bool {
+    let wants = |c: &str| selected.iter().any(|s| s == "all" || s == c);
+    let unknown: Vec<&String> = selected
+        .iter()
+        .filter(|s| *s != "all" && !CASES.contains(&s.as_str()) && !s.starts_with("blk_"))
+        .collect();
+    for u in &unknown {
+        log::warn!(target: "bench", "unknown case `{u}` (known: {})", CASES.join(", "));
+    }
+    let dev = dma_device();
+    if dev.is_none() && CASES.iter().any(|c| c.starts_with("dma_") && wants(c)) {
+        log::error!(target: "bench", "no PCI device with DMA ops: DMA cases skipped");
+    }
+    if let Some(dev) = &dev {
+        log::info!(target: "bench", "DMA cases through {} ({} DMA)", dev.name(), dev.ops_name());
+        dev.set_mask(64).ok();
+        if wants("dma_map_unmap_4k") {
+            map_unmap(dev, "dma_map_unmap_4k", 4096, 20_000);
+        }
+        if wants("dma_map_unmap_64k") {
+            map_unmap(dev, "dma_map_unmap_64k", 64 << 10, 5_000);
+        }
+        if wants("dma_map_unmap_1m") {
+            map_unmap(dev, "dma_map_unmap_1m", 1 << 20, 500);
+        }
+        if wants("dma_map_sg_64") {
+            let mut bufs = Some((0..64).map(|_| vec![0u8; 4096]).collect::<Vec<_>>());
+            time_per_op("dma_map_sg_64", 2_000, || {
+                let Some(b) = bufs.take() else { return };
+                match dev.map_sg::<dma::ToDevice>(b) {
+                    Ok(t) => bufs = Some(t.into_buffers()),
+                    Err((e, b)) => {
+                        log::error!(target: "bench", "dma_map_sg_64: {e}");
+                        bufs = Some(b);
+                    }
+                }
+            });
+        }
+        if wants("dma_alloc_coherent") {
+            time_per_op("dma_alloc_coherent", 2_000, || {
+                match dev.alloc_coherent(16 << 10) {
+                    Ok(c) => drop(c),
+                    Err(e) => log::error!(target: "bench", "dma_alloc_coherent: {e}"),
+                }
+            });
+        }
+    }
+    unknown.is_empty()
+}
+
+/// Prints the boot timeline (milliseconds of guest time since the machine started).
+pub fn report_timeline() {
+    for m in Mark::ALL {
+        if let Some(t) = timeline::at(m) {
+            report(m.name(), "ms", ticks_to_ns(t) as f64 / 1e6, 1);
+        }
+    }
+}
