@@ -199,6 +199,12 @@ impl<M: QueueMemory> SplitQueue<M> {
         self.mem.read_u16(self.layout.used) & VIRTQ_USED_F_NO_NOTIFY == 0
     }
 
+    /// True when the device has published completions not taken yet (diagnostics: a
+    /// completion no interrupt announced).
+    pub fn has_used(&self) -> bool {
+        self.mem.read_u16(self.layout.used + 2) != self.last_used
+    }
+
     /// Takes the next completion: (head, bytes the device wrote). Frees the chain's descriptors.
     pub fn pop_used(&mut self) -> Result<Option<(u16, u32)>, QueueError> {
         let used_idx = self.mem.read_u16(self.layout.used + 2);
@@ -221,6 +227,48 @@ impl<M: QueueMemory> SplitQueue<M> {
         self.last_used = self.last_used.wrapping_add(1);
         self.free.extend(chain.iter().rev());
         Ok(Some((id as u16, len)))
+    }
+}
+
+/// The device side of a split queue, for host tests of the queue and of what is built on it.
+#[cfg(test)]
+pub(crate) mod fake_device {
+    use super::*;
+
+    /// A chain as the device found it: its head, and (address, length, flags) per descriptor.
+    pub type Chain = (u16, Vec<(u64, u32, u16)>);
+
+    /// Takes every chain made available since `*seen`.
+    pub fn take_available(m: &impl QueueMemory, l: QueueLayout, seen: &mut u16) -> Vec<Chain> {
+        let avail = m.read_u16(l.avail + 2);
+        let mut chains = Vec::new();
+        while *seen != avail {
+            let head = m.read_u16(l.avail + 4 + 2 * u64::from(*seen % l.size));
+            let mut chain = Vec::new();
+            let mut d = head;
+            loop {
+                let o = l.desc + 16 * u64::from(d);
+                let addr = u64::from(m.read_u32(o)) | (u64::from(m.read_u32(o + 4)) << 32);
+                let flags = m.read_u16(o + 12);
+                chain.push((addr, m.read_u32(o + 8), flags));
+                if flags & VIRTQ_DESC_F_NEXT == 0 {
+                    break;
+                }
+                d = m.read_u16(o + 14);
+            }
+            *seen = seen.wrapping_add(1);
+            chains.push((head, chain));
+        }
+        chains
+    }
+
+    /// Returns `id` as used with `len` bytes written.
+    pub fn complete(m: &impl QueueMemory, l: QueueLayout, id: u32, len: u32) {
+        let used = m.read_u16(l.used + 2);
+        let e = l.used + 4 + 8 * u64::from(used % l.size);
+        m.write_u32(e, id);
+        m.write_u32(e + 4, len);
+        m.write_u16(l.used + 2, used.wrapping_add(1));
     }
 }
 
@@ -263,29 +311,9 @@ mod tests {
         len: u32,
     ) -> Vec<Vec<(u64, u32, u16)>> {
         let l = q.layout();
-        let m = &q.mem;
-        let avail = m.read_u16(l.avail + 2);
         let mut chains = Vec::new();
-        while *seen != avail {
-            let head = m.read_u16(l.avail + 4 + 2 * u64::from(*seen % l.size));
-            let mut chain = Vec::new();
-            let mut d = head;
-            loop {
-                let o = l.desc + 16 * u64::from(d);
-                let addr = u64::from(m.read_u32(o)) | (u64::from(m.read_u32(o + 4)) << 32);
-                let flags = m.read_u16(o + 12);
-                chain.push((addr, m.read_u32(o + 8), flags));
-                if flags & VIRTQ_DESC_F_NEXT == 0 {
-                    break;
-                }
-                d = m.read_u16(o + 14);
-            }
-            let used = m.read_u16(l.used + 2);
-            let e = l.used + 4 + 8 * u64::from(used % l.size);
-            m.write_u32(e, u32::from(head));
-            m.write_u32(e + 4, len);
-            m.write_u16(l.used + 2, used.wrapping_add(1));
-            *seen = seen.wrapping_add(1);
+        for (head, chain) in fake_device::take_available(&q.mem, l, seen) {
+            fake_device::complete(&q.mem, l, u32::from(head), len);
             chains.push(chain);
         }
         chains
