@@ -59,7 +59,7 @@ impl fmt::Display for Interrupts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Interrupts::MsiX { vectors, address } => {
-                write!(f, "MSI-X ({vectors} vectors to {address:#x})")
+                write!(f, "MSI-X ({vectors} vectors, message address {address:#x})")
             }
             Interrupts::Intx { intid } => write!(f, "INTx (INTID {intid})"),
         }
@@ -196,6 +196,13 @@ impl Disk {
         &self.dma
     }
 
+    /// Test hook: the device stops announcing completions (the queue's MSI-X vector set to
+    /// NO_VECTOR), as if its MSIs were lost.
+    #[cfg(all(target_arch = "aarch64", target_os = "none"))]
+    pub(crate) fn silence_queue_interrupt(&self) -> Result<(), BlkError> {
+        self.transport.set_queue_vector(REQUEST_QUEUE, None)
+    }
+
     /// Entries in the request queue.
     pub fn queue_size(&self) -> u16 {
         self.queue_size
@@ -281,20 +288,41 @@ impl Disk {
         self.submit(RequestType::Flush, 0, Data::None)
     }
 
+    /// Submits with `submit`, waiting (bounded) for a request to complete whenever every slot
+    /// is taken — by requests in flight elsewhere, or abandoned ones the device still holds.
+    fn submit_when_free<'d>(
+        &'d self,
+        mut submit: impl FnMut() -> Result<Ticket<'d>, BlkError>,
+    ) -> Result<Ticket<'d>, BlkError> {
+        loop {
+            let busy = self.in_flight();
+            match submit() {
+                Err(BlkError::QueueFull) => {
+                    kapi::time::wait_until(REQUEST_TIMEOUT, || self.in_flight() < busy)
+                        .map_err(|_| BlkError::QueueFull)?;
+                }
+                r => return r,
+            }
+        }
+    }
+
     /// Reads `len` bytes at `sector`. Thread context.
     pub fn read(&self, sector: u64, len: usize) -> Result<Vec<u8>, BlkError> {
-        self.submit_read(sector, alloc::vec![0; len])?.wait()
+        self.submit_when_free(|| self.submit_read(sector, alloc::vec![0; len]))?
+            .wait()
     }
 
     /// Writes `data` at `sector`. Thread context.
     pub fn write(&self, sector: u64, data: &[u8]) -> Result<(), BlkError> {
-        self.submit_write(sector, data.to_vec())?.wait().map(drop)
+        self.submit_when_free(|| self.submit_write(sector, data.to_vec()))?
+            .wait()
+            .map(drop)
     }
 
     /// Makes completed writes durable (a no-op without VIRTIO_BLK_F_FLUSH: no volatile
     /// cache). Thread context.
     pub fn flush(&self) -> Result<(), BlkError> {
-        match self.submit_flush() {
+        match self.submit_when_free(|| self.submit_flush()) {
             Err(BlkError::Unsupported) => Ok(()),
             t => t?.wait().map(drop),
         }
@@ -302,12 +330,14 @@ impl Disk {
 
     /// The device's ID string (VIRTIO_BLK_T_GET_ID; empty when the device has none).
     pub fn id(&self) -> Result<String, BlkError> {
-        let s = self
-            .dma
-            .map::<FromDevice>(alloc::vec![0; ID_BYTES])
-            .map_err(|(e, _)| e)?;
         let bytes = self
-            .submit(RequestType::GetId, 0, Data::FromDevice(s))?
+            .submit_when_free(|| {
+                let s = self
+                    .dma
+                    .map::<FromDevice>(alloc::vec![0; ID_BYTES])
+                    .map_err(|(e, _)| e)?;
+                self.submit(RequestType::GetId, 0, Data::FromDevice(s))
+            })?
             .wait()?;
         let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
         Ok(String::from_utf8_lossy(&bytes[..end]).into_owned())
@@ -326,33 +356,11 @@ impl Disk {
         mut sink: impl FnMut(u64, &[u8]),
     ) -> Result<u64, BlkError> {
         let limits = self.limits()?;
+        // The whole range, and the request size, are checked before anything is read.
         if bytes > 0 {
-            let sectors = bytes.div_ceil(SECTOR_SIZE);
-            // The whole range must be valid before anything is read.
-            limits.check(RequestType::In, start_sector, SECTOR_SIZE as usize)?;
-            if !bytes.is_multiple_of(SECTOR_SIZE) {
-                return Err(BlkError::BadLength {
-                    len: bytes as usize,
-                });
-            }
-            if start_sector
-                .checked_add(sectors)
-                .is_none_or(|e| e > limits.capacity)
-            {
-                return Err(BlkError::OutOfRange {
-                    sector: start_sector,
-                    sectors,
-                    capacity: limits.capacity,
-                });
-            }
+            limits.check_range(start_sector, bytes)?;
         }
-        limits.check(RequestType::In, 0, request_bytes.min(limits.max_transfer()))?;
-        if request_bytes > limits.max_transfer() {
-            return Err(BlkError::TooLarge {
-                len: request_bytes,
-                max: limits.max_transfer(),
-            });
-        }
+        limits.check_request_size(request_bytes)?;
         let depth = depth.clamp(1, self.max_in_flight());
         let mut pending: VecDeque<(u64, Ticket<'_>)> = VecDeque::with_capacity(depth);
         let mut spare: Vec<Vec<u8>> = Vec::with_capacity(depth);
@@ -603,8 +611,19 @@ fn try_msix(disk: &Arc<Disk>, binding: &mut Binding) -> Result<Option<Interrupts
             return Ok(None);
         }
     };
-    let mut messages = Vec::new();
-    for v in msi.vectors() {
+    let [config, queue, ..] = *msi.vectors() else {
+        dev_warn!(
+            log,
+            "the MSI controller gave fewer than 2 vectors; using INTx"
+        );
+        return Ok(None);
+    };
+    // The device reaches the doorbell through its DMA ops: behind an IOMMU, at its IOVA.
+    let mut messages = [MsiMessage {
+        address: 0,
+        data: 0,
+    }; 2];
+    for (m, v) in messages.iter_mut().zip([config, queue]) {
         let Some(address) = disk.dma.msi_address(v.doorbell) else {
             dev_warn!(
                 log,
@@ -613,13 +632,12 @@ fn try_msix(disk: &Arc<Disk>, binding: &mut Binding) -> Result<Option<Interrupts
             );
             return Ok(None);
         };
-        messages.push(MsiMessage {
+        *m = MsiMessage {
             address: address.0,
             data: v.data,
-        });
+        };
     }
-    let [config, queue] = [msi.vectors()[0], msi.vectors()[1]];
-    let address = messages[0].address;
+    let [_, MsiMessage { address, .. }] = messages;
     let d = disk.clone();
     binding.irqs.push(kapi::irq::request(
         config.line,
@@ -785,7 +803,7 @@ fn start(disk: &Arc<Disk>, intx: Option<IrqLine>, binding: &mut Binding) -> Resu
     let l = disk.limits()?;
     dev_info!(
         disk.log,
-        "negotiated {} (offered {})",
+        "negotiated {}; the device offered {}",
         disk.features(),
         disk.offered_features()
     );

@@ -251,11 +251,7 @@ impl Engine {
         let head = match self.queue.push(&chain) {
             Ok(h) => h,
             Err(QueueError::Full { .. }) => return Err(BlkError::QueueFull),
-            Err(e) => {
-                return Err(BlkError::Dma(dma::DmaError::Invariant(alloc::format!(
-                    "{e}"
-                ))));
-            }
+            Err(e) => return Err(BlkError::Queue(e)),
         };
         let writable = if kind.device_writes_data() {
             data.len() as u32 + 1

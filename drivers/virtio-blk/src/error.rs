@@ -7,6 +7,7 @@ use kapi::mmio::MmioError;
 use pci_ecam::device::PciError;
 
 use crate::features::Features;
+use crate::virtqueue::QueueError;
 
 /// A virtio structure the driver needs (virtio 1.2 §4.1.4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -195,6 +196,8 @@ pub enum BlkError {
     TooLarge { len: usize, max: usize },
     /// Every request slot or descriptor is in use.
     QueueFull,
+    /// The virtqueue refused a chain.
+    Queue(QueueError),
     /// The device reported VIRTIO_BLK_S_IOERR.
     IoError,
     /// The device reported VIRTIO_BLK_S_UNSUPP.
@@ -289,6 +292,7 @@ impl fmt::Display for BlkError {
                 write!(f, "{len} bytes exceed the {max}-byte request limit")
             }
             BlkError::QueueFull => f.write_str("every request slot is in use"),
+            BlkError::Queue(e) => write!(f, "virtqueue: {e}"),
             BlkError::IoError => f.write_str("the device reported an I/O error"),
             BlkError::Unsupported => f.write_str("the device does not support the request"),
             BlkError::BadStatus(s) => write!(f, "the device wrote an undefined status {s:#x}"),

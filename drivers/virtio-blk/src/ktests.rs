@@ -88,14 +88,24 @@ ktests! {
         Ok(())
     }
 
-    /// A request whose ticket is dropped unwaited frees its slot when the device returns it.
+    /// Requests whose tickets are dropped unwaited free their slots when the device returns
+    /// them: after filling every slot with abandoned reads, a blocking read still gets one.
     fn abandoned_requests_release_their_slot() -> ktest::Result {
         let Some(d) = disk() else { skip!("no virtio-blk device bound") };
-        for _ in 0..2 * d.max_in_flight() {
-            drop(ktry!(d.submit_read(0, alloc::vec![0; 512])));
-        }
+        let saved = kapi::irq::local_save();
+        let mut submitted = 0;
+        let full = loop {
+            match d.submit_read(0, alloc::vec![0; 512]) {
+                Ok(t) => { drop(t); submitted += 1; }
+                Err(e) => break e,
+            }
+        };
+        kapi::irq::local_restore(saved);
+        kassert_eq!(full, BlkError::QueueFull);
+        kassert_eq!(submitted, d.max_in_flight());
         ktry!(d.read(8, 512));
-        kassert_eq!(d.in_flight(), 0);
+        kassert!(kapi::time::wait_until(crate::REQUEST_TIMEOUT, || d.in_flight() == 0).is_ok(),
+            "{} requests still in flight", d.in_flight());
         Ok(())
     }
 
@@ -198,6 +208,26 @@ ktests! {
         log::info!(target: "virtio-blk ktest",
             "{} MiB read and checked in {} ms ({} DMA, {})", n >> 20, took.as_millis(),
             d.dma_ops(), d.interrupt_mode().map_or(alloc::string::String::new(), |m| alloc::format!("{m}")));
+        Ok(())
+    }
+
+    /// A device whose completions go unannounced (its queue vector set to NO_VECTOR, as if
+    /// the MSI were lost) times out after REQUEST_TIMEOUT, is reset and marked broken, and
+    /// refuses further requests. Manual: it leaves the device unusable until re-bound.
+    #[manual]
+    fn lost_interrupts_time_out_and_break_the_device() -> ktest::Result {
+        let Some(d) = disk() else { skip!("no virtio-blk device bound") };
+        if !matches!(d.interrupt_mode(), Some(Interrupts::MsiX { .. })) {
+            skip!("needs MSI-X");
+        }
+        ktry!(d.silence_queue_interrupt());
+        let start = Instant::now();
+        kassert_eq!(d.read(0, 512), Err(BlkError::Timeout));
+        kassert!(start.elapsed() >= crate::REQUEST_TIMEOUT);
+        let reason = crate::BrokenReason::Timeout { completed_unannounced: true };
+        kassert_eq!(d.broken(), Some(reason));
+        kassert_eq!(d.read(0, 512), Err(BlkError::Broken(reason)));
+        kassert_eq!(d.in_flight(), 0);
         Ok(())
     }
 

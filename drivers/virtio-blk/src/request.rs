@@ -162,23 +162,28 @@ impl Limits {
         if kind == RequestType::Out && self.read_only {
             return Err(BlkError::ReadOnly);
         }
-        if len == 0 || !(len as u64).is_multiple_of(SECTOR_SIZE) {
-            return Err(BlkError::BadLength { len });
+        self.check_range(sector, len as u64)?;
+        self.check_request_size(len)
+    }
+
+    /// Checks that `len` bytes at `sector` are whole, block-aligned and on the disk (a range
+    /// of any size: several requests may cover it).
+    pub fn check_range(&self, sector: u64, len: u64) -> Result<(), BlkError> {
+        let bad_len = || BlkError::BadLength {
+            len: usize::try_from(len).unwrap_or(usize::MAX),
+        };
+        if len == 0 || !len.is_multiple_of(SECTOR_SIZE) {
+            return Err(bad_len());
         }
         let per_block = u64::from(self.block_size) / SECTOR_SIZE;
-        if !sector.is_multiple_of(per_block) || !(len as u64).is_multiple_of(self.block_size.into())
-        {
+        if !sector.is_multiple_of(per_block) || !len.is_multiple_of(self.block_size.into()) {
             return Err(BlkError::Misaligned {
                 sector,
-                len,
+                len: usize::try_from(len).unwrap_or(usize::MAX),
                 block_size: self.block_size,
             });
         }
-        let max = self.max_transfer();
-        if len > max {
-            return Err(BlkError::TooLarge { len, max });
-        }
-        let sectors = len as u64 / SECTOR_SIZE;
+        let sectors = len / SECTOR_SIZE;
         if sector
             .checked_add(sectors)
             .is_none_or(|end| end > self.capacity)
@@ -188,6 +193,18 @@ impl Limits {
                 sectors,
                 capacity: self.capacity,
             });
+        }
+        Ok(())
+    }
+
+    /// Checks that one request may carry `len` bytes.
+    pub fn check_request_size(&self, len: usize) -> Result<(), BlkError> {
+        if len == 0 || !(len as u64).is_multiple_of(u64::from(self.block_size)) {
+            return Err(BlkError::BadLength { len });
+        }
+        let max = self.max_transfer();
+        if len > max {
+            return Err(BlkError::TooLarge { len, max });
         }
         Ok(())
     }
@@ -299,6 +316,9 @@ mod tests {
             l.check(RequestType::In, 0, 100),
             Err(BlkError::BadLength { len: 100 })
         );
+        assert_eq!(l.check_range(0, 1 << 26), Ok(()));
+        assert!(l.check_range(0, (1 << 26) + 512).is_err());
+        assert_eq!(l.check_request_size(8192), Ok(()));
         assert_eq!(
             l.check(RequestType::In, 0, MAX_REQUEST_BYTES + 512),
             Err(BlkError::TooLarge {

@@ -237,12 +237,20 @@ impl Transport {
         c.QUEUE_DRIVER_HI.set((driver.0 >> 32) as u32);
         c.QUEUE_DEVICE_LO.set(device.0 as u32);
         c.QUEUE_DEVICE_HI.set((device.0 >> 32) as u32);
-        if let Some(v) = vector {
-            c.QUEUE_MSIX_VECTOR.set(v);
-            // §4.1.5.1.2: a device that cannot use the vector reads back NO_VECTOR.
-            if c.QUEUE_MSIX_VECTOR.get() != v {
-                return Err(BlkError::MsixVectorRefused { which: "queue" });
-            }
+        match vector {
+            Some(v) => self.set_queue_vector(q, Some(v)),
+            None => Ok(()),
+        }
+    }
+
+    /// Routes queue `q`'s interrupts to MSI-X vector `v` (or none).
+    pub fn set_queue_vector(&self, q: u16, v: Option<u16>) -> Result<(), BlkError> {
+        let v = v.unwrap_or(NO_VECTOR);
+        self.common.QUEUE_SELECT.set(q);
+        self.common.QUEUE_MSIX_VECTOR.set(v);
+        // §4.1.5.1.2: a device that cannot use the vector reads back NO_VECTOR.
+        if self.common.QUEUE_MSIX_VECTOR.get() != v {
+            return Err(BlkError::MsixVectorRefused { which: "queue" });
         }
         Ok(())
     }
