@@ -28,7 +28,9 @@
 //! ignores them; the specification has no parent bus to name).
 //!
 //! On a PCI bus only the low 64 bits of a 3-cell address are the address. Every window must fit
-//! in 64 bits on both sides after translation. Windows may not overlap on the bus side.
+//! in 64 bits on both sides after translation. The entries of a `dma-ranges`, at the level that
+//! restricts the device and at every level above it, may not overlap on their child side (so the
+//! windows found never overlap on the bus side).
 //!
 //! Coherence (Linux `of_dma_is_coherent`): the node itself, then its ancestors; the nearest one
 //! with `dma-coherent` or `dma-noncoherent` decides; none = non-coherent (the arm64 default).
@@ -123,6 +125,27 @@ struct Pending {
     entry: usize,
 }
 
+/// Checks that `dma-ranges` entries of `node`, as (start, size) on its child bus in property
+/// order, do not overlap.
+fn disjoint(node: &Node<'_>, spans: &[(u128, u128)]) -> Result<(), DtError> {
+    let mut order: Vec<usize> = (0..spans.len()).collect();
+    order.sort_unstable_by_key(|&i| (spans[i].0, i));
+    for w in order.windows(2) {
+        let ((a, size), (b, _)) = (spans[w[0]], spans[w[1]]);
+        // Sorted, so `b >= a`: they overlap when `b` starts inside `a`.
+        if b - a < size {
+            return Err(node.err(
+                "dma-ranges",
+                Problem::Overlap {
+                    first: w[0].min(w[1]),
+                    second: w[0].max(w[1]),
+                },
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Clips and maps `w` through the windows of one level. `at` values are on that level's child
 /// bus (already reduced to plain numbers).
 fn through(
@@ -203,19 +226,11 @@ impl<'t> Node<'t> {
                 entry,
             });
         }
-        let mut order: Vec<&Pending> = pending.iter().collect();
-        order.sort_unstable_by_key(|p| (p.bus, p.entry));
-        for w in order.windows(2) {
-            if u128::from(w[0].bus) + w[0].size > u128::from(w[1].bus) {
-                return Err(level.err(
-                    P,
-                    Problem::Overlap {
-                        first: w[0].entry.min(w[1].entry),
-                        second: w[0].entry.max(w[1].entry),
-                    },
-                ));
-            }
-        }
+        let spans: Vec<(u128, u128)> = pending
+            .iter()
+            .map(|p| (u128::from(p.bus), p.size))
+            .collect();
+        disjoint(&level, &spans)?;
 
         // Up through every ancestor: its dma-ranges map its child bus to its parent's.
         let mut up = level.parent();
@@ -228,6 +243,14 @@ impl<'t> Node<'t> {
                     .iter()
                     .map(|r| bus_value(&bus, r.child))
                     .collect::<Result<Vec<_>, _>>()?;
+                // Overlapping entries would map one window twice, to two bus ranges that
+                // overlap: the result must stay disjoint on the bus side.
+                let spans: Vec<(u128, u128)> = child_values
+                    .iter()
+                    .zip(&ranges)
+                    .map(|(&c, r)| (c, r.size))
+                    .collect();
+                disjoint(&bus, &spans)?;
                 let mut next = Vec::with_capacity(pending.len());
                 for w in pending {
                     if !through(w, &ranges, &child_values, &mut next) {

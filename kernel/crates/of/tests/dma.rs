@@ -298,3 +298,46 @@ fn window_helpers_stay_inside_the_window() {
     assert_eq!(win.cpu_to_bus(PhysAddr(0xfff)), None);
     assert_eq!(win.bus_to_cpu(Iova(0)), None);
 }
+
+/// Found by the `dt_topology` fuzz target: a window that an upper level's overlapping
+/// `dma-ranges` entries both cover was mapped twice, giving windows that overlap on the bus side
+/// (a bus address with two CPU addresses).
+#[test]
+fn overlapping_entries_above_the_restricting_level_are_refused() {
+    let mut w = Writer::new();
+    w.begin("")
+        .cells("#address-cells", &[1])
+        .cells("#size-cells", &[1]);
+    w.begin("bus")
+        .cells("#address-cells", &[1])
+        .cells("#size-cells", &[1])
+        .prop("ranges", &[])
+        .cells(
+            "dma-ranges",
+            &[
+                0,
+                0x8000_0000,
+                0x1004_0000,
+                0x1000_0000,
+                0x4000_0000,
+                0x1000_0000,
+            ],
+        );
+    w.begin("sub")
+        .cells("#address-cells", &[1])
+        .cells("#size-cells", &[1])
+        .prop("ranges", &[])
+        .cells("dma-ranges", &[0x0800_0000, 0x0800_0000, 0x1000_0000]);
+    w.begin("dev").str("compatible", "example,dev").end();
+    w.end().end().end();
+    let blob = w.finish();
+    let dt = parse(&blob);
+    assert_eq!(
+        message(node(&dt, "/bus/sub/dev").dma_constraint()),
+        "/bus: dma-ranges: entries 0 and 1 overlap"
+    );
+    assert_eq!(
+        message(of::dma_topology(&blob)),
+        "/bus: dma-ranges: entries 0 and 1 overlap"
+    );
+}
