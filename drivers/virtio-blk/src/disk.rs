@@ -252,7 +252,11 @@ impl Disk {
                 // notification (device memory) makes it look (virtio 1.2 §2.7.13.3-4; the
                 // split queue ordered the ring entries before the index).
                 kapi::barrier::dmb_oshst();
-                self.transport.notify(self.notify_offset, REQUEST_QUEUE)?;
+                if let Err(e) = self.transport.notify(self.notify_offset, REQUEST_QUEUE) {
+                    // Published but possibly never seen: nobody will wait for it.
+                    st.engine.abandon(id);
+                    return Err(e);
+                }
             }
             Ok(id)
         })?;
@@ -263,15 +267,16 @@ impl Disk {
         })
     }
 
-    /// Starts reading `buf.len()` bytes at `sector` into `buf` (its old contents do not
-    /// matter). Thread context; the mapping may also be made in interrupt context.
+    /// Starts reading `buf.len()` bytes (one request: at most [`Disk::max_transfer`]) at
+    /// `sector` into `buf` (its old contents do not matter). Submitting does not sleep and may
+    /// run in interrupt context; waiting for the ticket is thread context only.
     pub fn submit_read(&self, sector: u64, buf: Vec<u8>) -> Result<Ticket<'_>, BlkError> {
         self.limits()?.check(RequestType::In, sector, buf.len())?;
         let s = self.dma.map::<FromDevice>(buf).map_err(|(e, _)| e)?;
         self.submit(RequestType::In, sector, Data::FromDevice(s))
     }
 
-    /// Starts writing `data` at `sector`.
+    /// Starts writing `data` (one request) at `sector`. Interrupt context allowed.
     pub fn submit_write(&self, sector: u64, data: Vec<u8>) -> Result<Ticket<'_>, BlkError> {
         self.limits()?.check(RequestType::Out, sector, data.len())?;
         let s = self.dma.map::<ToDevice>(data).map_err(|(e, _)| e)?;
@@ -297,6 +302,9 @@ impl Disk {
         loop {
             let busy = self.in_flight();
             match submit() {
+                // Every slot holds a finished request whose ticket is not waited for yet:
+                // nothing the device does will free one.
+                Err(BlkError::QueueFull) if busy == 0 => return Err(BlkError::QueueFull),
                 Err(BlkError::QueueFull) => {
                     kapi::time::wait_until(REQUEST_TIMEOUT, || self.in_flight() < busy)
                         .map_err(|_| BlkError::QueueFull)?;
@@ -306,13 +314,14 @@ impl Disk {
         }
     }
 
-    /// Reads `len` bytes at `sector`. Thread context.
+    /// Reads `len` bytes at `sector` in one request (at most [`Disk::max_transfer`]; see
+    /// [`Disk::read_range`] for more). Thread context.
     pub fn read(&self, sector: u64, len: usize) -> Result<Vec<u8>, BlkError> {
         self.submit_when_free(|| self.submit_read(sector, alloc::vec![0; len]))?
             .wait()
     }
 
-    /// Writes `data` at `sector`. Thread context.
+    /// Writes `data` at `sector` in one request. Thread context.
     pub fn write(&self, sector: u64, data: &[u8]) -> Result<(), BlkError> {
         self.submit_when_free(|| self.submit_write(sector, data.to_vec()))?
             .wait()
@@ -383,7 +392,8 @@ impl Disk {
         }
     }
 
-    /// Reads `bytes` bytes from `start_sector` into one buffer (see [`Disk::stream`]).
+    /// Reads `bytes` bytes from `start_sector` into one buffer (see [`Disk::stream`]); refused
+    /// if the heap cannot hold it.
     pub fn read_range(
         &self,
         start_sector: u64,
@@ -391,7 +401,10 @@ impl Disk {
         request_bytes: usize,
         depth: usize,
     ) -> Result<Vec<u8>, BlkError> {
-        let mut out = Vec::with_capacity(bytes as usize);
+        self.limits()?.check_range(start_sector, bytes)?;
+        let mut out = Vec::new();
+        out.try_reserve_exact(bytes as usize)
+            .map_err(|_| BlkError::NoMemory { bytes })?;
         self.stream(start_sector, bytes, request_bytes, depth, |_, d| {
             out.extend_from_slice(d)
         })?;

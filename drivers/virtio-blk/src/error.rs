@@ -196,6 +196,8 @@ pub enum BlkError {
     TooLarge { len: usize, max: usize },
     /// Every request slot or descriptor is in use.
     QueueFull,
+    /// No memory for a buffer of this size.
+    NoMemory { bytes: u64 },
     /// The virtqueue refused a chain.
     Queue(QueueError),
     /// The device reported VIRTIO_BLK_S_IOERR.
@@ -292,6 +294,7 @@ impl fmt::Display for BlkError {
                 write!(f, "{len} bytes exceed the {max}-byte request limit")
             }
             BlkError::QueueFull => f.write_str("every request slot is in use"),
+            BlkError::NoMemory { bytes } => write!(f, "no memory for a {bytes}-byte buffer"),
             BlkError::Queue(e) => write!(f, "virtqueue: {e}"),
             BlkError::IoError => f.write_str("the device reported an I/O error"),
             BlkError::Unsupported => f.write_str("the device does not support the request"),
