@@ -48,14 +48,31 @@ fn be32(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
 }
 
-/// Property names: the strings block cut at every NUL, each piece checked for UTF-8 once, so a
-/// name lookup is a binary search rather than a scan (a hostile blob can have many names).
+/// Names end up in log lines (paths and property names are in every [`DtError`]), and the log is
+/// read one line per event: a control character (a newline, an escape sequence) is refused
+/// anywhere in a node or property name. The specification allows far fewer characters still.
+fn has_control(name: &str) -> bool {
+    name.chars().any(char::is_control)
+}
+
+/// One NUL-terminated piece of the strings block.
+#[derive(Clone, Copy)]
+enum Piece {
+    NotUtf8,
+    /// UTF-8, with the block offset of its last control character, if any.
+    Text {
+        last_control: Option<usize>,
+    },
+}
+
+/// Property names: the strings block cut at every NUL, each piece checked once, so a name lookup
+/// is a binary search rather than a scan (a hostile blob can have many names).
 struct Strings<'a> {
     block: &'a [u8],
     /// Offsets of the NUL bytes, ascending.
     nuls: Vec<usize>,
-    /// Per piece (the bytes before `nuls[i]`): valid UTF-8?
-    utf8: Vec<bool>,
+    /// Per piece (the bytes before `nuls[i]`).
+    pieces: Vec<Piece>,
 }
 
 impl<'a> Strings<'a> {
@@ -66,15 +83,27 @@ impl<'a> Strings<'a> {
             .filter_map(|(i, &b)| (b == 0).then_some(i))
             .collect();
         let mut start = 0;
-        let utf8 = nuls
+        let pieces = nuls
             .iter()
             .map(|&end| {
-                let ok = core::str::from_utf8(&block[start..end]).is_ok();
+                let piece = match core::str::from_utf8(&block[start..end]) {
+                    Err(_) => Piece::NotUtf8,
+                    Ok(s) => Piece::Text {
+                        last_control: s
+                            .char_indices()
+                            .rfind(|(_, c)| c.is_control())
+                            .map(|(i, _)| start + i),
+                    },
+                };
                 start = end + 1;
-                ok
+                piece
             })
             .collect();
-        Self { block, nuls, utf8 }
+        Self {
+            block,
+            nuls,
+            pieces,
+        }
     }
 
     fn check(&self, nameoff: u32, at: usize) -> Result<(), DtError> {
@@ -87,14 +116,17 @@ impl<'a> Strings<'a> {
         let Some(&end) = self.nuls.get(piece) else {
             return Err(err(at, BlobProblem::StringUnterminated(nameoff)));
         };
-        let whole_ok = self.utf8.get(piece).copied().unwrap_or(false);
+        let Some(Piece::Text { last_control }) = self.pieces.get(piece).copied() else {
+            return Err(err(at, BlobProblem::StringNotUtf8(nameoff)));
+        };
         // A suffix of valid UTF-8 is valid exactly when it does not start on a continuation byte.
-        let suffix_ok = whole_ok && (off == end || self.block[off] & 0xc0 != 0x80);
-        if suffix_ok {
-            Ok(())
-        } else {
-            Err(err(at, BlobProblem::StringNotUtf8(nameoff)))
+        if off != end && self.block[off] & 0xc0 == 0x80 {
+            return Err(err(at, BlobProblem::StringNotUtf8(nameoff)));
         }
+        if last_control.is_some_and(|c| c >= off) {
+            return Err(err(at, BlobProblem::StringControl(nameoff)));
+        }
+        Ok(())
     }
 }
 
@@ -150,7 +182,11 @@ pub(crate) fn validate(data: &[u8]) -> Result<Validated<'_>, DtError> {
     }
     let reservations = check_reservations(blob, off_rsv)?;
     let nodes = walk(structure, off_struct as usize, &Strings::new(strings))?;
-    Ok(Validated { blob, nodes, reservations })
+    Ok(Validated {
+        blob,
+        nodes,
+        reservations,
+    })
 }
 
 /// The `/memreserve/` entries (address, size), up to the all-zero terminator.
@@ -174,7 +210,18 @@ fn check_reservations(blob: &[u8], off: u32) -> Result<Vec<(u64, u64)>, DtError>
         if e.iter().all(|&b| b == 0) {
             return Ok(found);
         }
-        let word = |i: usize| u64::from_be_bytes([e[i], e[i + 1], e[i + 2], e[i + 3], e[i + 4], e[i + 5], e[i + 6], e[i + 7]]);
+        let word = |i: usize| {
+            u64::from_be_bytes([
+                e[i],
+                e[i + 1],
+                e[i + 2],
+                e[i + 3],
+                e[i + 4],
+                e[i + 5],
+                e[i + 6],
+                e[i + 7],
+            ])
+        };
         found.push((word(0), word(8)));
     }
     Err(err(start, BlobProblem::ReservationsUnterminated))
@@ -205,7 +252,7 @@ fn walk<'a>(s: &'a [u8], base: usize, strings: &Strings<'_>) -> Result<Vec<RawNo
                 }
                 let name_ok = match parent {
                     None => name.is_empty(),
-                    Some(_) => !name.is_empty() && !name.contains('/'),
+                    Some(_) => !name.is_empty() && !name.contains('/') && !has_control(name),
                 };
                 if !name_ok {
                     return Err(err(at, BlobProblem::BadNodeName(name.into())));
@@ -274,6 +321,13 @@ mod tests {
         assert!(s.check(3, 0).is_ok(), "the empty name");
         assert!(s.check(4, 0).is_ok());
         assert!(s.check(15, 0).is_ok());
+        let c = Strings::new(b"a\nb\0ok\0");
+        assert_eq!(c.check(0, 0), Err(err(0, BlobProblem::StringControl(0))));
+        assert!(
+            c.check(2, 0).is_ok(),
+            "the suffix after the newline is clean"
+        );
+        assert!(c.check(4, 0).is_ok());
         assert_eq!(
             s.check(16, 0),
             Err(err(0, BlobProblem::StringNotUtf8(16))),

@@ -74,7 +74,7 @@ pub enum BlobProblem {
     NameUnterminated,
     /// A node name that is not UTF-8.
     NameNotUtf8,
-    /// An empty non-root node name, a name with `/`, or a named root.
+    /// An empty non-root node name, a name with `/` or a control character, or a named root.
     BadNodeName(String),
     /// Two siblings with the same name.
     DuplicateNode(String),
@@ -90,6 +90,8 @@ pub enum BlobProblem {
     StringUnterminated(u32),
     /// A property name that is not UTF-8.
     StringNotUtf8(u32),
+    /// A property name with a control character (it would break the log line naming it).
+    StringControl(u32),
     /// Nodes nested deeper than [`crate::MAX_DEPTH`].
     TooDeep,
     /// `FDT_END_NODE` with no node open.
@@ -340,6 +342,9 @@ impl fmt::Display for BlobProblem {
                 write!(f, "property name at {off:#x} is not NUL-terminated")
             }
             B::StringNotUtf8(off) => write!(f, "property name at {off:#x} is not UTF-8"),
+            B::StringControl(off) => {
+                write!(f, "property name at {off:#x} has a control character")
+            }
             B::TooDeep => write!(f, "nodes nested deeper than {}", crate::MAX_DEPTH),
             B::Unbalanced => f.write_str("FDT_END_NODE without an open node"),
             B::NoRoot => f.write_str("no root node"),

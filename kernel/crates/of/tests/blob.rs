@@ -358,10 +358,24 @@ fn memreserve_entries_are_read_from_the_header() {
     let header_len = 40u32;
     let rsv = header_len;
     let structs = rsv + 32;
-    let struct_block: Vec<u8> = [1u32, 0, 2, 9].iter().flat_map(|w| w.to_be_bytes()).collect();
+    let struct_block: Vec<u8> = [1u32, 0, 2, 9]
+        .iter()
+        .flat_map(|w| w.to_be_bytes())
+        .collect();
     let strings = structs + struct_block.len() as u32;
     let total = strings;
-    for w in [0xd00d_feedu32, total, structs, strings, rsv, 17, 16, 0, 0, struct_block.len() as u32] {
+    for w in [
+        0xd00d_feedu32,
+        total,
+        structs,
+        strings,
+        rsv,
+        17,
+        16,
+        0,
+        0,
+        struct_block.len() as u32,
+    ] {
         blob.extend_from_slice(&w.to_be_bytes());
     }
     for w in [0x1000u64, 0x2000, 0, 0] {
@@ -369,6 +383,46 @@ fn memreserve_entries_are_read_from_the_header() {
     }
     blob.extend_from_slice(&struct_block);
     let dt = of::DeviceTree::parse(&blob).expect("hand-made blob parses");
-    assert_eq!(dt.memory_reservations(), [addr::Range::new(addr::PhysAddr(0x1000), 0x2000)]);
+    assert_eq!(
+        dt.memory_reservations(),
+        [addr::Range::new(addr::PhysAddr(0x1000), 0x2000)]
+    );
     assert_eq!(dt.blob().len(), total as usize);
+}
+
+/// Found by the `bus_model` fuzz target: a node called `iommu@\r000000` put a carriage return
+/// into the deferred report (and into every error naming the node), breaking the one-line-per-
+/// event log. Node and property names with a control character are refused.
+#[test]
+fn names_with_control_characters_are_refused() {
+    for name in [
+        "iommu@\r000000",
+        "a\nb",
+        "esc\u{1b}[2J",
+        "del\u{7f}",
+        "c1\u{85}",
+    ] {
+        let mut w = Writer::new();
+        w.begin("").begin(name).end().end();
+        assert_eq!(
+            problem(&w.finish()),
+            BlobProblem::BadNodeName(name.into()),
+            "{name:?}"
+        );
+    }
+
+    let mut w = Writer::new();
+    w.begin("").prop("status\n", b"okay\0").end();
+    assert_eq!(problem(&w.finish()), BlobProblem::StringControl(0));
+    let err = DeviceTree::parse(&w.finish()).unwrap_err().to_string();
+    assert!(!err.contains('\n'), "{err:?}");
+
+    // Printable UTF-8 and the characters the specification lists stay accepted.
+    let mut w = Writer::new();
+    w.begin("")
+        .prop("linux,pci-domain#1?", &[0, 0, 0, 0])
+        .begin("caméra_0+1,x@1f.2")
+        .end()
+        .end();
+    assert!(DeviceTree::parse(&w.finish()).is_ok());
 }
