@@ -835,3 +835,208 @@ fn start(disk: &Arc<Disk>, intx: Option<IrqLine>, binding: &mut Binding) -> Resu
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::tests::fake_layout;
+    use crate::virtqueue::fake_device;
+    use kapi::mmio::MmioRegion;
+    use pci_ecam::config::{Bdf, COMMAND};
+    use pci_ecam::{Ecam, PciFunction};
+
+    const BUS_MASTER: u16 = 1 << 2;
+    const INTX_DISABLE: u16 = 1 << 10;
+
+    /// A disk over RAM-backed registers and config space (a function without MSI-X, on
+    /// INTx), with a direct DMA device on the host heap; bound and registered, as a probe
+    /// leaves it. Returns the common configuration's region too, to play the device.
+    fn fake_disk() -> (Arc<Disk>, Binding, MmioRegion) {
+        kapi::platform::fake::install();
+        let ecam = Arc::new(Ecam::new(kapi::mmio::fake_region(1 << 20), 0));
+        let bdf = Bdf::new(0, 2, 0);
+        let function = PciFunction {
+            bdf,
+            vendor: crate::VENDOR,
+            device: crate::DEVICE_MODERN_BLK,
+            class: 0x010000,
+            revision: 1,
+            multifunction: false,
+            bars: Vec::new(),
+            capabilities: Vec::new(),
+            pcie_type: None,
+            interrupt_pin: 1,
+            intx_route: None,
+            upstream_bridge: None,
+            dma_alias: bdf,
+            bridge: None,
+        };
+        let pci = Arc::new(PciDevice::new(ecam, function, 0));
+        pci.write16(COMMAND, BUS_MASTER | 2);
+        let regs = kapi::mmio::fake_region(0x1000);
+        let transport = Transport::fake(regs, fake_layout());
+        transport.set_status(0xf);
+        let dma = dma::DmaDeviceBuilder::direct("0000:00:02.0", None).build();
+        dma.set_mask(64).expect("mask");
+        let limits = Limits {
+            capacity: 2048,
+            block_size: 512,
+            size_max: None,
+            max_segments: 6,
+            read_only: false,
+        };
+        let disk = Arc::new(Disk {
+            name: "0000:00:02.0".into(),
+            log: DevLog::new("virtio-blk", "0000:00:02.0"),
+            pci,
+            dma: dma.clone(),
+            transport,
+            notify_offset: 0,
+            negotiated: transport::Negotiated {
+                offered: Features(0),
+                accepted: Features(0),
+            },
+            queue_size: 8,
+            slots: 2,
+            interrupts: IrqLock::new(Some(Interrupts::Intx { intid: 37 })),
+            interrupt_count: AtomicU64::new(0),
+            state: IrqLock::new(Some(State {
+                engine: Engine::new(&dma, 8, 2).expect("engine"),
+                limits,
+                quiesced: false,
+                leak_buffers: false,
+            })),
+        });
+        BOUND.lock().push(disk.clone());
+        let binding = Binding {
+            disk: disk.clone(),
+            irqs: Vec::new(),
+            msi: None,
+            bound: true,
+        };
+        (disk, binding, regs)
+    }
+
+    /// Plays the device: completes every available request with status OK and everything
+    /// written, then raises the queue interrupt.
+    fn device_completes_all(disk: &Disk, seen: &mut u16) {
+        {
+            let guard = disk.state.lock();
+            let Some(st) = guard.as_ref() else { return };
+            let ring = st.engine.ring();
+            let l = st.engine.layout();
+            for (head, chain) in fake_device::take_available(ring, l, seen) {
+                let writable: u32 = chain.iter().filter(|d| d.2 & 2 != 0).map(|d| d.1).sum();
+                fake_device::complete(ring, l, u32::from(head), writable);
+                let status = chain.last().expect("status descriptor").0;
+                let mem = ring.coherent();
+                mem.write_u8(status - mem.addr().0, 0);
+            }
+        }
+        disk.on_queue_interrupt();
+    }
+
+    #[test]
+    fn requests_complete_through_the_interrupt_handler() {
+        let (disk, _binding, _) = fake_disk();
+        let mut seen = 0;
+        let t = disk.submit_read(8, alloc::vec![0xee; 1024]).unwrap();
+        assert_eq!(disk.in_flight(), 1);
+        device_completes_all(&disk, &mut seen);
+        assert_eq!(disk.in_flight(), 0);
+        assert_eq!(t.wait().unwrap().len(), 1024);
+        assert_eq!(disk.interrupt_count(), 1);
+        let s = disk.stats();
+        assert_eq!((s.requests, s.bytes_read, s.errors), (1, 1024, 0));
+    }
+
+    #[test]
+    fn unbinding_resets_the_device_before_anything_is_released() {
+        let (disk, binding, regs) = fake_disk();
+        let t = disk.submit_read(0, alloc::vec![0; 512]).unwrap();
+        assert!(bound().iter().any(|d| Arc::ptr_eq(d, &disk)));
+        drop(binding);
+        assert_eq!(regs.read8(0x14).unwrap(), 0, "device_status: reset");
+        let cmd = disk.pci.read16(COMMAND);
+        assert_eq!(cmd & BUS_MASTER, 0, "bus mastering off");
+        assert_eq!(cmd & INTX_DISABLE, INTX_DISABLE, "INTx masked");
+        assert!(!bound().iter().any(|d| Arc::ptr_eq(d, &disk)));
+        // The outstanding request and every later one see the disk gone.
+        assert_eq!(t.wait(), Err(BlkError::Removed));
+        assert_eq!(disk.read(0, 512), Err(BlkError::Removed));
+        assert_eq!(disk.in_flight(), 0);
+        assert_eq!(disk.capacity_bytes(), 0);
+    }
+
+    #[test]
+    fn a_request_that_never_completes_times_out_and_breaks_the_device() {
+        let (disk, _binding, regs) = fake_disk();
+        let t = disk.submit_read(0, alloc::vec![0; 512]).unwrap();
+        let other = disk.submit_read(8, alloc::vec![0; 512]).unwrap();
+        assert_eq!(t.wait(), Err(BlkError::Timeout));
+        let reason = BrokenReason::Timeout {
+            completed_unannounced: false,
+        };
+        assert_eq!(disk.broken(), Some(reason));
+        assert_eq!(regs.read8(0x14).unwrap(), 0, "the broken device was reset");
+        assert_eq!(other.wait(), Err(BlkError::Broken(reason)));
+        assert_eq!(disk.read(0, 512), Err(BlkError::Broken(reason)));
+        assert_eq!(disk.stats().errors, 2);
+    }
+
+    /// The device on its own thread, completing whatever is queued until `stop`.
+    fn device_thread(
+        disk: &Arc<Disk>,
+        stop: &Arc<core::sync::atomic::AtomicBool>,
+    ) -> std::thread::JoinHandle<()> {
+        extern crate std;
+        let (d, stop) = (disk.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut seen = 0;
+            while !stop.load(Ordering::Relaxed) {
+                device_completes_all(&d, &mut seen);
+                std::thread::yield_now();
+            }
+        })
+    }
+
+    #[test]
+    fn streams_arrive_in_order_with_depth() {
+        let (disk, _binding, _) = fake_disk();
+        let stop = Arc::new(core::sync::atomic::AtomicBool::new(false));
+        let device = device_thread(&disk, &stop);
+        let mut offsets = Vec::new();
+        let n = disk.stream(16, 8 * 1024, 1024, 2, |off, data| {
+            offsets.push((off, data.len()))
+        });
+        let all = disk.read_range(0, 3 * 512, 1024, 2);
+        stop.store(true, Ordering::Relaxed);
+        device.join().unwrap();
+        assert_eq!(n, Ok(8 * 1024));
+        let want: Vec<(u64, usize)> = (0..8).map(|i| (i * 1024, 1024)).collect();
+        assert_eq!(offsets, want);
+        assert_eq!(disk.stats().max_in_flight, 2);
+        assert_eq!(all.map(|v| v.len()), Ok(3 * 512), "a short last request");
+        assert_eq!(disk.stats().bytes_read, 8 * 1024 + 3 * 512);
+    }
+
+    #[test]
+    fn stream_arguments_are_checked_before_any_request() {
+        let (disk, _binding, _) = fake_disk();
+        let r = |start, bytes, req| disk.stream(start, bytes, req, 4, |_, _| {});
+        assert!(matches!(
+            r(2041, 8 * 512, 512),
+            Err(BlkError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            r(0, 4096, (4 << 20) + 512),
+            Err(BlkError::TooLarge { .. })
+        ));
+        assert!(matches!(r(0, 1000, 512), Err(BlkError::BadLength { .. })));
+        assert!(matches!(r(0, 4096, 0), Err(BlkError::BadLength { .. })));
+        assert!(matches!(r(0, 4096, 100), Err(BlkError::BadLength { .. })));
+        assert_eq!(r(0, 0, 512), Ok(0));
+        assert_eq!(disk.stats().requests, 0);
+        assert_eq!(disk.in_flight(), 0);
+    }
+}

@@ -203,6 +203,12 @@ impl Engine {
         self.queue.has_used()
     }
 
+    /// The queue's memory, for a fake device in host tests.
+    #[cfg(test)]
+    pub(crate) fn ring(&self) -> &RingMem {
+        self.queue.memory()
+    }
+
     fn slot_offset(&self, slot: u16) -> u64 {
         self.slots_at + SLOT_STRIDE * u64::from(slot)
     }

@@ -180,6 +180,24 @@ impl Transport {
         })
     }
 
+    /// The structures of `layout` in one RAM-backed region standing in for BAR 0 (host tests
+    /// of the layers above: registers keep what is written to them).
+    #[cfg(test)]
+    pub(crate) fn fake(region: MmioRegion, layout: VirtioLayout) -> Self {
+        let sub = |r: crate::caps::Region| {
+            region
+                .subregion(u64::from(r.offset), u64::from(r.length))
+                .expect("the fake layout fits its region")
+        };
+        Self {
+            common: sub(layout.common).view::<CommonCfg>(0).expect("common"),
+            isr: sub(layout.isr).view::<IsrCfg>(0).expect("isr"),
+            device: sub(layout.device),
+            notify: sub(layout.notify),
+            layout,
+        }
+    }
+
     /// Where the structures are.
     pub fn layout(&self) -> &VirtioLayout {
         &self.layout
@@ -311,7 +329,7 @@ impl DeviceConfig<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::features::bit;
     use core::cell::Cell;
@@ -432,39 +450,28 @@ mod tests {
         assert_eq!(*d.writes.borrow(), [0, 0x1, 0x3]);
     }
 
+    /// Common configuration at 0, ISR at 0x100, device configuration at 0x200, notifications
+    /// at 0x300 (16 bytes, multiplier 4).
+    pub(crate) fn fake_layout() -> VirtioLayout {
+        let at = |offset, length| crate::caps::Region {
+            bar: 0,
+            offset,
+            length,
+        };
+        VirtioLayout {
+            common: at(0, 0x100),
+            notify: at(0x300, 0x10),
+            notify_multiplier: 4,
+            isr: at(0x100, 1),
+            device: at(0x200, 0x40),
+        }
+    }
+
     /// The real register block over RAM: features go out in two selected halves.
     #[test]
     fn mmio_transport_writes_features_in_selected_halves() {
         let region = kapi::mmio::fake_region(0x1000);
-        let t = Transport {
-            common: region.view::<CommonCfg>(0).unwrap(),
-            isr: region.view::<IsrCfg>(0x100).unwrap(),
-            device: region.subregion(0x200, 0x40).unwrap(),
-            notify: region.subregion(0x300, 0x10).unwrap(),
-            layout: VirtioLayout {
-                common: crate::caps::Region {
-                    bar: 0,
-                    offset: 0,
-                    length: 0x100,
-                },
-                notify: crate::caps::Region {
-                    bar: 0,
-                    offset: 0x300,
-                    length: 0x10,
-                },
-                notify_multiplier: 4,
-                isr: crate::caps::Region {
-                    bar: 0,
-                    offset: 0x100,
-                    length: 1,
-                },
-                device: crate::caps::Region {
-                    bar: 0,
-                    offset: 0x200,
-                    length: 0x40,
-                },
-            },
-        };
+        let t = Transport::fake(region, fake_layout());
         t.set_driver_features(Features(0x3_0000_0064));
         // RAM keeps the last write: the high half, with select 1.
         assert_eq!(region.read32(0x08).unwrap(), 1);
