@@ -21,6 +21,7 @@ use crate::timeline::{self, Mark};
 
 /// Every case the kernel measures (the boot milestones are always reported).
 pub const CASES: &[&str] = &[
+    "dma_breakdown_4k",
     "dma_map_unmap_4k",
     "dma_map_unmap_64k",
     "dma_map_unmap_1m",
@@ -78,6 +79,36 @@ fn map_unmap(dev: &Arc<dma::DmaDevice>, case: &str, size: usize, iters: u64) {
     });
 }
 
+/// Where the time of a strict 4 KiB map+unmap goes, layer by layer: the IOVA allocator, the
+/// page table (map + unmap without invalidation), and the IOTLB invalidation (TLBI + CMD_SYNC
+/// through the SMMU's command queue, with one page to invalidate).
+fn breakdown(dev: &Arc<dma::DmaDevice>, d: &Arc<dma::IommuDma>) {
+    const N: u64 = 5_000;
+    let limit = dev.limit(false);
+    time_per_op("dma_breakdown_4k_iova", N, || {
+        if let Ok(i) = d.alloc_iova(4096, limit) {
+            d.free_unmapped_iova(i, 4096);
+        }
+    });
+    let Ok(iova) = d.alloc_iova(4096, limit) else {
+        return;
+    };
+    let page = vec![0u8; 8192];
+    let pa = kapi::PhysAddr((page.as_ptr() as u64 + 4095) & !4095);
+    let domain = d.domain();
+    time_per_op("dma_breakdown_4k_pgtable", N, || {
+        let _ = domain.map(iova, pa, 4096, iommu::Prot::RW);
+        domain.unmap(iova, 4096);
+    });
+    domain.iotlb_sync();
+    time_per_op("dma_breakdown_4k_iotlb_sync", N, || {
+        let _ = domain.map(iova, pa, 4096, iommu::Prot::RW);
+        domain.unmap(iova, 4096);
+        domain.iotlb_sync();
+    });
+    d.free_unmapped_iova(iova, 4096);
+}
+
 /// Runs the selected cases.
 pub fn run(selected: &[String]) -> bool {
     let wants = |c: &str| selected.iter().any(|s| s == "all" || s == c);
@@ -95,6 +126,11 @@ pub fn run(selected: &[String]) -> bool {
     if let Some(dev) = &dev {
         log::info!(target: "bench", "DMA cases through {} ({} DMA)", dev.name(), dev.ops_name());
         dev.set_mask(64).ok();
+        if wants("dma_breakdown_4k")
+            && let Some(d) = dev.iommu_dma()
+        {
+            breakdown(dev, d);
+        }
         if wants("dma_map_unmap_4k") {
             map_unmap(dev, "dma_map_unmap_4k", 4096, 20_000);
         }

@@ -16,6 +16,7 @@ mod ktest_runner;
 mod ktests;
 mod mm;
 mod msi;
+mod profile;
 mod timeline;
 
 use alloc::boxed::Box;
@@ -49,6 +50,7 @@ pub enum ExitCode {
 extern "C" fn kernel_entry(dtb_pa: u64, entry_el: u64) -> ! {
     timeline::mark(timeline::Mark::Entry);
     let status = boot(dtb_pa, entry_el);
+    profile::dump();
     arch::exit(status)
 }
 
@@ -110,6 +112,9 @@ fn boot(dtb_pa: u64, entry_el: u64) -> ExitCode {
     }
 
     timeline::mark(timeline::Mark::Interrupts);
+    if let Some(p) = args.profile_us {
+        profile::start(p);
+    }
     iommu::core().set_policy(iommu::Policy {
         passthrough: args.iommu_passthrough.unwrap_or(false),
         identity: args.iommu_identity.clone(),

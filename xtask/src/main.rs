@@ -3,10 +3,12 @@
 //! Every command installs what it is missing on first use (see `setup`), so a fresh clone needs
 //! only Rust through rustup (and root on Debian bookworm for QEMU 10 and dtc).
 
+mod bench;
 mod disk;
 mod dt_dma;
 mod kbuild;
 mod lint;
+mod profile;
 mod qemu;
 mod setup;
 mod test;
@@ -31,6 +33,10 @@ enum Command {
     Qemu(qemu::QemuArgs),
     /// Host unit tests, then in-QEMU tests and scenarios; ends with "N passed, N failed".
     Test(test::TestArgs),
+    /// Boot in bench mode across the mode matrix and report median/min/max per case.
+    Bench(bench::BenchArgs),
+    /// Boot with the sampling profiler on and print where guest time goes, by function.
+    Profile(profile::ProfileArgs),
     /// Print the DMA topology of a device-tree blob.
     DtDma(dt_dma::DtDmaArgs),
     /// Dump QEMU's generated device trees into qemu/fixtures/ (one per profile).
@@ -50,6 +56,8 @@ fn main() -> ExitCode {
             }),
         Command::Qemu(args) => qemu::run_interactive(&args),
         Command::Test(args) => test::run(&args),
+        Command::Bench(args) => bench::run(&args),
+        Command::Profile(args) => profile::run(&args),
         Command::DtDma(args) => dt_dma::run(&args),
         Command::Dtb => qemu::dump_dtbs().map(|()| ExitCode::SUCCESS),
         Command::Lint => lint::run(),

@@ -254,6 +254,15 @@ pub struct RunResult {
 
 /// Runs `argv`, keeping the log at `log`; `echo` streams it to the terminal as it comes.
 pub fn run(argv: &[String], timeout: Duration, log: &Path, echo: bool) -> Result<RunResult> {
+    run_inner(argv, timeout, log, echo, &mut |_| {})
+}
+
+/// Like [`run`], calling `watch` with each line as it arrives (for host-side timestamps).
+pub fn run_watching(argv: &[String], timeout: Duration, log: &Path, mut watch: impl FnMut(&str)) -> Result<RunResult> {
+    run_inner(argv, timeout, log, false, &mut watch)
+}
+
+fn run_inner(argv: &[String], timeout: Duration, log: &Path, echo: bool, watch: &mut dyn FnMut(&str)) -> Result<RunResult> {
     setup::ensure_qemu()?;
     if let Some(dir) = log.parent() {
         std::fs::create_dir_all(dir)?;
@@ -299,6 +308,7 @@ pub fn run(argv: &[String], timeout: Duration, log: &Path, echo: bool) -> Result
     loop {
         match rx.recv_timeout(Duration::from_millis(20)) {
             Ok(line) => {
+                watch(&line);
                 if echo {
                     println!("{line}");
                 }

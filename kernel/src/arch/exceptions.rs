@@ -64,7 +64,10 @@ pub fn semihosting_trap_addr() -> u64 {
 extern "C" fn exception_handler(frame: &mut TrapFrame, kind: u64) {
     match kind {
         // IRQ from the current EL: the normal path.
-        5 | 1 => kapi::irq::handle_pending(),
+        5 | 1 => {
+            crate::profile::sample(frame.elr);
+            kapi::irq::handle_pending()
+        }
         4 if Esr(frame.esr).ec() == 0 && frame.elr == semihosting_trap_addr() => {
             // HLT without -semihosting: no semihosting host; fall back to PSCI for exit.
             super::semihosting::mark_absent();

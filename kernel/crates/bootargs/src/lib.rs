@@ -66,6 +66,11 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "run benchmarks and print BENCH lines instead of the main job",
     ),
     (
+        "profile",
+        "<period-us>",
+        "sample the interrupted PC every period (guest time) and print PROFILE lines at exit",
+    ),
+    (
         "devmodel.register_last",
         "<driver>[,<driver>...]",
         "register these drivers after all others (probe-order tests)",
@@ -109,6 +114,8 @@ pub struct BootArgs {
     pub dma_debug: bool,
     /// `bench=`: benchmark cases; empty = no benchmarks.
     pub bench: Vec<String>,
+    /// `profile=`: sampling period in microseconds of guest time.
+    pub profile_us: Option<u64>,
     /// `devmodel.register_last=`: drivers registered after every other driver.
     pub register_last: Vec<String>,
     /// `devmodel.skip=`: drivers not registered.
@@ -131,6 +138,7 @@ impl Default for BootArgs {
             iommu_identity: Vec::new(),
             dma_debug: true,
             bench: Vec::new(),
+            profile_us: None,
             register_last: Vec::new(),
             skip_drivers: Vec::new(),
             edu_managed: Vec::new(),
@@ -246,6 +254,12 @@ pub fn parse(cmdline: &str) -> (BootArgs, Vec<Problem>) {
             "dma.debug" => parse_bool(value).map(|b| args.dma_debug = b).is_some(),
             "bench" => parse_list(value).map(|l| args.bench = l).is_some(),
             "devmodel.register_last" => parse_list(value).map(|l| args.register_last = l).is_some(),
+            "profile" => value
+                .parse::<u64>()
+                .ok()
+                .filter(|p| *p > 0)
+                .map(|p| args.profile_us = Some(p))
+                .is_some(),
             "devmodel.skip" => parse_list(value).map(|l| args.skip_drivers = l).is_some(),
             "edu.managed" => parse_list(value).map(|l| args.edu_managed = l).is_some(),
             "edu.dma_bits" => value

@@ -126,8 +126,9 @@ impl IommuDma {
         self.state.lock().iova.live_ranges()
     }
 
-    /// Allocates `size` bytes of IOVA below `limit` (inclusive).
-    pub(crate) fn alloc_iova(&self, size: u64, limit: u64) -> Result<Iova, DmaError> {
+    /// Allocates `size` bytes of IOVA below `limit` (inclusive). Public for benchmarks of the
+    /// allocator in place; the DMA API is the way to get IOVAs.
+    pub fn alloc_iova(&self, size: u64, limit: u64) -> Result<Iova, DmaError> {
         let limit = limit.min(self.domain.aperture().last().map_or(0, |l| l.0));
         let iova = self
             .state
@@ -139,8 +140,8 @@ impl IommuDma {
         Ok(iova)
     }
 
-    /// Returns an IOVA range that was never mapped (a failed mapping's cleanup).
-    pub(crate) fn free_unmapped_iova(&self, iova: Iova, size: u64) {
+    /// Returns an IOVA range that was never mapped (a failed mapping's cleanup; benchmarks).
+    pub fn free_unmapped_iova(&self, iova: Iova, size: u64) {
         if let Err(e) = self.state.lock().iova.free(iova, size) {
             log::error!(target: "iommu-dma", "BUG: freeing unmapped IOVA {iova:#x}+{size:#x}: {e}");
         }
