@@ -120,7 +120,7 @@ pub fn run(args: &ProfileArgs) -> Result<ExitCode> {
         bail!("no samples (log: {})", log.display());
     }
     let mut rows: Vec<(String, u64)> = by_fn.into_iter().collect();
-    rows.sort_by(|a, b| b.1.cmp(&a.1));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.1));
     println!(
         "{total} samples every {} us of guest time{} (log: {})",
         args.period_us,
