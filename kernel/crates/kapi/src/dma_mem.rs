@@ -13,6 +13,9 @@ use crate::{PAGE_SIZE, PhysAddr, VirtAddr};
 /// `2^order` zeroed, naturally aligned, physically contiguous page frames.
 pub struct Frames {
     pa: PhysAddr,
+    /// Cached translation: every accessor needs it, and asking the platform each time costs a
+    /// dynamic call on the DMA hot paths.
+    va: VirtAddr,
     order: u32,
 }
 
@@ -31,8 +34,9 @@ pub fn order_for(bytes: u64) -> u32 {
 impl Frames {
     /// Allocates `2^order` frames, `None` when memory is exhausted.
     pub fn alloc(order: u32) -> Option<Frames> {
-        let pa = platform::get().alloc_frames(order)?;
-        Some(Frames { pa, order })
+        let p = platform::get();
+        let pa = p.alloc_frames(order)?;
+        Some(Frames { pa, va: p.phys_to_virt(pa), order })
     }
 
     /// Allocates enough frames for `bytes` (rounded up to a power-of-two number of pages).
@@ -46,7 +50,7 @@ impl Frames {
     }
     /// Kernel virtual address of the first frame.
     pub fn va(&self) -> VirtAddr {
-        platform::get().phys_to_virt(self.pa)
+        self.va
     }
     /// Size in bytes.
     pub fn size(&self) -> u64 {
