@@ -6,6 +6,7 @@
 mod bench;
 mod disk;
 mod dt_dma;
+mod fuzz;
 mod kbuild;
 mod lint;
 mod profile;
@@ -37,6 +38,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Boot with the sampling profiler on and print where guest time goes, by function.
     Profile(profile::ProfileArgs),
+    /// Fuzz the device-tree parser and the bus model for a bounded time (libFuzzer).
+    Fuzz(fuzz::FuzzArgs),
     /// Print the DMA topology of a device-tree blob.
     DtDma(dt_dma::DtDmaArgs),
     /// Dump QEMU's generated device trees into qemu/fixtures/ (one per profile).
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
         Command::Test(args) => test::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Profile(args) => profile::run(&args),
+        Command::Fuzz(args) => fuzz::run(&args),
         Command::DtDma(args) => dt_dma::run(&args),
         Command::Dtb => qemu::dump_dtbs().map(|()| ExitCode::SUCCESS),
         Command::Lint => lint::run(),

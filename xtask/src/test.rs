@@ -1,5 +1,6 @@
-//! `cargo xtask test`: host unit tests, then the in-QEMU tests and scenarios listed in
-//! `qemu/scenarios.toml`, counted together and ended with one `N passed, N failed` line.
+//! `cargo xtask test`: host unit tests, the fuzz targets for a bounded time, then the in-QEMU
+//! tests and scenarios listed in `qemu/scenarios.toml`, counted together and ended with one
+//! `N passed, N failed` line.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -12,7 +13,7 @@ use regex::Regex;
 use serde::Deserialize;
 
 use crate::qemu::{self, QemuArgs};
-use crate::{kbuild, root, setup, target_dir};
+use crate::{fuzz, kbuild, root, setup, target_dir};
 
 /// Arguments of `test`.
 #[derive(clap::Args, Debug, Default)]
@@ -32,6 +33,12 @@ pub struct TestArgs {
     /// QEMU instances run at once (default: CPUs).
     #[arg(long)]
     pub jobs: Option<usize>,
+    /// Skip the fuzz targets (run after the host tests unless `--qemu`).
+    #[arg(long)]
+    pub no_fuzz: bool,
+    /// Seconds each fuzz target runs (default: `cargo xtask fuzz`'s).
+    #[arg(long)]
+    pub fuzz_seconds: Option<u64>,
 }
 
 /// One whole-boot test, as written in `qemu/scenarios.toml`.
@@ -159,6 +166,21 @@ fn host_tests() -> Result<Tally> {
         t.skipped
     );
     Ok(t)
+}
+
+/// The fuzz step (`cargo xtask fuzz` for a bounded time): each target and each harness
+/// self-test counts as one test.
+fn fuzz_tests(args: &TestArgs) -> Tally {
+    let seconds = args.fuzz_seconds.unwrap_or(fuzz::DEFAULT_SECONDS);
+    let mut t = Tally::default();
+    for c in fuzz::checks(seconds, &[], None) {
+        match c.result {
+            Ok(()) => t.passed += 1,
+            Err(why) => t.failed.push((c.name, why)),
+        }
+    }
+    eprintln!("fuzz: {} passed, {} failed", t.passed, t.failed.len());
+    t
 }
 
 /// Checks one finished run against its scenario.
@@ -378,6 +400,9 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
     let mut total = Tally::default();
     if !args.qemu && args.ktest.is_none() && args.scenario.is_none() {
         total.merge(host_tests()?);
+        if !args.no_fuzz {
+            total.merge(fuzz_tests(args));
+        }
     }
     if !args.host {
         total.merge(qemu_tests(args)?);
