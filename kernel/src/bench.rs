@@ -21,6 +21,7 @@ use crate::timeline::{self, Mark};
 
 /// Every case the kernel measures (the boot milestones are always reported).
 pub const CASES: &[&str] = &[
+    "sha256",
     "dma_breakdown_4k",
     "dma_map_unmap_4k",
     "dma_map_unmap_64k",
@@ -118,6 +119,18 @@ pub fn run(selected: &[String]) -> bool {
         .collect();
     for u in &unknown {
         log::warn!(target: "bench", "unknown case `{u}` (known: {})", CASES.join(", "));
+    }
+    if wants("sha256") {
+        let data = vec![0x5au8; 1 << 20];
+        let start = Instant::now();
+        let mut h = crate::digest::Sha256::new();
+        for _ in 0..16 {
+            h.update(&data);
+        }
+        let _ = h.finish();
+        let ns = ticks_to_ns(Instant::now().ticks_since(start));
+        report("sha256", "MB/s", (16 << 20) as f64 / ns as f64 * 1e3, 16);
+        log::info!(target: "bench", "sha256 with the {} implementation", if crate::arch::sha256::has_hw() { "SHA-256 instruction" } else { "portable" });
     }
     let dev = dma_device();
     if dev.is_none() && CASES.iter().any(|c| c.starts_with("dma_") && wants(c)) {

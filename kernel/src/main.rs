@@ -10,6 +10,7 @@ mod arch;
 mod bench;
 mod console;
 mod devices;
+mod digest;
 mod dma_setup;
 mod dt;
 mod ktest_runner;
@@ -135,6 +136,7 @@ fn boot(dtb_pa: u64, entry_el: u64) -> ExitCode {
     }
 
     let mut checks = alloc::vec![check_timer()];
+    checks.extend(check_disks());
     checks.extend(check_edu());
     let passed = checks.iter().filter(|c| c.result.is_ok()).count();
     for c in &checks {
@@ -205,6 +207,43 @@ fn init_interrupts(dt: &dt::DeviceTree) -> Result<(), String> {
         kapi::time::frequency() as f64 / 1e6, line.intid);
     kapi::irq::local_enable();
     Ok(())
+}
+
+/// Request size and depth for reading a whole disk.
+const DISK_REQUEST_BYTES: usize = 1 << 20;
+const DISK_DEPTH: usize = 4;
+
+/// Reads every bound disk from start to end through the DMA API and prints its SHA-256 (which
+/// `cargo xtask qemu` compares with the image file's own).
+fn check_disks() -> alloc::vec::Vec<Check> {
+    virtio_blk::bound()
+        .into_iter()
+        .map(|disk| {
+            let start = Instant::now();
+            let mut hasher = digest::Sha256::new();
+            let bytes = disk.capacity_bytes();
+            let result = disk.stream(0, bytes, DISK_REQUEST_BYTES, DISK_DEPTH, |_, data| {
+                hasher.update(data)
+            });
+            let result = match result {
+                Ok(read) => {
+                    let digest = digest::hex(&hasher.finish());
+                    log::info!(target: disk.log_target(), "{read} bytes, sha256 {digest}");
+                    let ms = start.elapsed().as_micros() as f64 / 1000.0;
+                    Ok(alloc::format!(
+                        "{}: read and hashed in {ms:.1} ms ({:.0} MB/s)",
+                        disk.name(),
+                        read as f64 / ms / 1000.0
+                    ))
+                }
+                Err(e) => Err(alloc::format!("{}: {e}", disk.name())),
+            };
+            Check {
+                name: "disk-read",
+                result,
+            }
+        })
+        .collect()
 }
 
 /// The round trip each bound edu started at probe came back intact.

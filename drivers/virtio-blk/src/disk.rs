@@ -158,6 +158,11 @@ impl Disk {
         self.with_state(|st| Ok(st.limits))
     }
 
+    /// The `log` target of this disk's lines (`virtio-blk 0000:00:02.0`).
+    pub fn log_target(&self) -> &str {
+        self.log.target()
+    }
+
     /// Capacity in bytes (0 once unbound).
     pub fn capacity_bytes(&self) -> u64 {
         self.limits().map_or(0, |l| l.capacity_bytes())

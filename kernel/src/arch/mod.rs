@@ -6,6 +6,7 @@ pub mod exceptions;
 pub mod mmu;
 pub mod psci;
 pub mod semihosting;
+pub mod sha256;
 pub mod timer;
 
 use aarch64_cpu::registers::{CurrentEL, Readable};
