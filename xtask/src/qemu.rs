@@ -258,11 +258,22 @@ pub fn run(argv: &[String], timeout: Duration, log: &Path, echo: bool) -> Result
 }
 
 /// Like [`run`], calling `watch` with each line as it arrives (for host-side timestamps).
-pub fn run_watching(argv: &[String], timeout: Duration, log: &Path, mut watch: impl FnMut(&str)) -> Result<RunResult> {
+pub fn run_watching(
+    argv: &[String],
+    timeout: Duration,
+    log: &Path,
+    mut watch: impl FnMut(&str),
+) -> Result<RunResult> {
     run_inner(argv, timeout, log, false, &mut watch)
 }
 
-fn run_inner(argv: &[String], timeout: Duration, log: &Path, echo: bool, watch: &mut dyn FnMut(&str)) -> Result<RunResult> {
+fn run_inner(
+    argv: &[String],
+    timeout: Duration,
+    log: &Path,
+    echo: bool,
+    watch: &mut dyn FnMut(&str),
+) -> Result<RunResult> {
     setup::ensure_qemu()?;
     if let Some(dir) = log.parent() {
         std::fs::create_dir_all(dir)?;
@@ -383,13 +394,45 @@ pub fn run_interactive(args: &QemuArgs) -> Result<ExitCode> {
             log.display()
         );
     }
-    let code = r.exit_code.unwrap_or(1);
-    eprintln!(
-        "xtask: kernel exited with status {code} after {:.2} s (log: {})",
-        r.wall.as_secs_f64(),
-        log.display()
-    );
+    let mut code = r.exit_code.unwrap_or(1);
+    eprintln!("xtask: kernel exited with status {code} after {:.2} s (log: {})", r.wall.as_secs_f64(), log.display());
+    if profiles()?.get(&args.profile).is_some_and(|p| p.disk) {
+        let image = match &args.disk {
+            Some(d) => d.clone(),
+            None => disk::default_disk()?,
+        };
+        match check_disk_digest(&r.lines, &image)? {
+            DigestCheck::Match(d) => eprintln!("xtask: the kernel's digest of {} matches the file (sha256 {d})", image.display()),
+            DigestCheck::Mismatch { kernel, file } => {
+                eprintln!("xtask: DIGEST MISMATCH for {}: the kernel read sha256 {kernel}, the file is {file}", image.display());
+                code = 1;
+            }
+            DigestCheck::NotPrinted => eprintln!("xtask: the kernel printed no disk digest (no disk driver bound?)"),
+        }
+    }
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+}
+
+/// What the kernel said about the disk, compared with the file.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DigestCheck {
+    /// Same digest.
+    Match(String),
+    /// Different.
+    Mismatch { kernel: String, file: String },
+    /// No `<n> bytes, sha256 <hex>` line.
+    NotPrinted,
+}
+
+/// Finds the kernel's `virtio-blk ...: <n> bytes, sha256 <hex>` line and compares it with the
+/// file's own SHA-256.
+pub fn check_disk_digest(lines: &[String], image: &Path) -> Result<DigestCheck> {
+    let re = regex::Regex::new(r"virtio-blk \S+: (\d+) bytes, sha256 ([0-9a-f]{64})").expect("valid regex");
+    let Some(kernel) = lines.iter().find_map(|l| re.captures(l).map(|c| c[2].to_string())) else {
+        return Ok(DigestCheck::NotPrinted);
+    };
+    let file = disk::sha256_hex(image)?;
+    Ok(if kernel == file { DigestCheck::Match(file) } else { DigestCheck::Mismatch { kernel, file } })
 }
 
 /// `cargo xtask dtb`: QEMU's own device tree for every profile, into `qemu/fixtures/`.
