@@ -77,6 +77,9 @@ pub struct Scenario {
     /// Seconds before QEMU is killed.
     #[serde(default = "default_timeout")]
     pub timeout: u64,
+    /// Attach a private, writable copy of the default disk (for write tests).
+    #[serde(default)]
+    pub scratch_disk: bool,
 }
 
 fn default_profile() -> String {
@@ -288,7 +291,7 @@ fn judge(s: &Scenario, r: &qemu::RunResult) -> Tally {
 }
 
 fn run_scenario(s: &Scenario, kernel: &std::path::Path) -> Result<(Tally, Duration)> {
-    let args = QemuArgs {
+    let mut args = QemuArgs {
         profile: s.profile.clone(),
         iommu: s.iommu.clone(),
         append: s.append.clone(),
@@ -296,6 +299,13 @@ fn run_scenario(s: &Scenario, kernel: &std::path::Path) -> Result<(Tally, Durati
         timeout: s.timeout,
         ..Default::default()
     };
+    if s.scratch_disk {
+        let scratch = target_dir().join("qemu-logs").join(format!("{}.img", s.name));
+        std::fs::create_dir_all(target_dir().join("qemu-logs"))?;
+        std::fs::copy(crate::disk::default_disk()?, &scratch).with_context(|| format!("copying the disk to {}", scratch.display()))?;
+        args.disk = Some(scratch);
+        args.scratch_disk = true;
+    }
     let argv = qemu::command_line(&args, kernel)?;
     let log = target_dir()
         .join("qemu-logs")
@@ -330,6 +340,7 @@ fn qemu_tests(args: &TestArgs) -> Result<Tally> {
             reject: Vec::new(),
             ktests: true,
             timeout: 300,
+            scratch_disk: false,
         }],
         None => scenarios()?
             .into_iter()
