@@ -28,6 +28,10 @@ pub const CASES: &[&str] = &[
     "dma_map_unmap_1m",
     "dma_map_sg_64",
     "dma_alloc_coherent",
+    "blk_seq_read_1m",
+    "blk_seq_read_1m_qd4",
+    "blk_rand_read_4k_qd1",
+    "blk_rand_read_4k_qd8",
 ];
 
 fn report(case: &str, unit: &str, value: f64, iters: u64) {
@@ -115,7 +119,7 @@ pub fn run(selected: &[String]) -> bool {
     let wants = |c: &str| selected.iter().any(|s| s == "all" || s == c);
     let unknown: Vec<&String> = selected
         .iter()
-        .filter(|s| *s != "all" && !CASES.contains(&s.as_str()) && !s.starts_with("blk_"))
+        .filter(|s| *s != "all" && !CASES.contains(&s.as_str()))
         .collect();
     for u in &unknown {
         log::warn!(target: "bench", "unknown case `{u}` (known: {})", CASES.join(", "));
@@ -175,7 +179,90 @@ pub fn run(selected: &[String]) -> bool {
             });
         }
     }
+    if CASES.iter().any(|c| c.starts_with("blk_") && wants(c)) {
+        match virtio_blk::bound().first() {
+            Some(disk) => blk_cases(disk, &wants),
+            None => log::error!(target: "bench", "no virtio-blk disk bound: disk cases skipped"),
+        }
+    }
     unknown.is_empty()
+}
+
+/// Sequential read of the whole disk in 1 MiB requests, `depth` in flight; reports MB/s.
+fn blk_seq_read(disk: &virtio_blk::Disk, case: &str, depth: usize) {
+    let bytes = disk.capacity_bytes();
+    let start = Instant::now();
+    match disk.stream(0, bytes, 1 << 20, depth, |_, _| {}) {
+        Ok(read) => {
+            let ns = ticks_to_ns(Instant::now().ticks_since(start));
+            report(case, "MB/s", read as f64 / ns as f64 * 1e3, read >> 20);
+        }
+        Err(e) => log::error!(target: "bench", "{case}: {e}"),
+    }
+}
+
+/// Random 4 KiB reads (4 KiB-aligned, the same pseudo-random sequence every boot), `depth` in
+/// flight; reports microseconds per read (total time over reads, so deeper queues show the
+/// overlap).
+fn blk_rand_read(disk: &virtio_blk::Disk, case: &str, depth: usize, reads: u64) {
+    const PAGE_SECTORS: u64 = 4096 / 512;
+    let pages = disk.capacity_bytes() / 4096;
+    if pages == 0 {
+        log::error!(target: "bench", "{case}: the disk is smaller than 4 KiB");
+        return;
+    }
+    // xorshift64: cheap and the same every run.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next_sector = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x % pages) * PAGE_SECTORS
+    };
+    let depth = depth.clamp(1, disk.max_in_flight());
+    let mut spare: Vec<Vec<u8>> = (0..depth).map(|_| vec![0u8; 4096]).collect();
+    let mut pending = alloc::collections::VecDeque::with_capacity(depth);
+    let mut submitted = 0u64;
+    let start = Instant::now();
+    loop {
+        while pending.len() < depth && submitted < reads {
+            let buf = spare.pop().unwrap_or_else(|| vec![0u8; 4096]);
+            match disk.submit_read(next_sector(), buf) {
+                Ok(t) => pending.push_back(t),
+                Err(e) => {
+                    log::error!(target: "bench", "{case}: {e}");
+                    return;
+                }
+            }
+            submitted += 1;
+        }
+        let Some(t) = pending.pop_front() else { break };
+        match t.wait() {
+            Ok(buf) => spare.push(buf),
+            Err(e) => {
+                log::error!(target: "bench", "{case}: {e}");
+                return;
+            }
+        }
+    }
+    let ns = ticks_to_ns(Instant::now().ticks_since(start));
+    report(case, "us", ns as f64 / reads as f64 / 1e3, reads);
+}
+
+fn blk_cases(disk: &virtio_blk::Disk, wants: &dyn Fn(&str) -> bool) {
+    log::info!(target: "bench", "disk cases on {} ({} DMA)", disk.name(), disk.dma_ops());
+    if wants("blk_seq_read_1m") {
+        blk_seq_read(disk, "blk_seq_read_1m", 1);
+    }
+    if wants("blk_seq_read_1m_qd4") {
+        blk_seq_read(disk, "blk_seq_read_1m_qd4", 4);
+    }
+    if wants("blk_rand_read_4k_qd1") {
+        blk_rand_read(disk, "blk_rand_read_4k_qd1", 1, 2_000);
+    }
+    if wants("blk_rand_read_4k_qd8") {
+        blk_rand_read(disk, "blk_rand_read_4k_qd8", 8, 4_000);
+    }
 }
 
 /// Prints the boot timeline (milliseconds of guest time since the machine started).
