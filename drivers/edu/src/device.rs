@@ -26,6 +26,9 @@ use crate::{DEFAULT_DMA_BITS, DEVICE, EduConfig, VENDOR};
 
 /// One DMA takes 100 ms of virtual time in QEMU; this bound is generous.
 const DMA_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a completion interrupt may trail the device's own "done" (QEMU raises it in the
+/// same step that clears DMA_CMD.START, so this only covers the interrupt's delivery).
+const IRQ_GRACE: Duration = Duration::from_millis(10);
 
 /// Errors of the edu driver.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,6 +37,9 @@ pub enum EduError {
     OutOfBuffer { offset: u64, len: u64 },
     /// The device did not finish in time.
     Timeout,
+    /// The device finished, but its completion interrupt never arrived (for instance an MSI
+    /// write the IOMMU aborted).
+    NoInterrupt,
     /// Another transfer is running.
     Busy,
     /// The DMA API refused.
@@ -51,6 +57,9 @@ impl fmt::Display for EduError {
                 write!(f, "{offset:#x}+{len:#x} is outside edu's 4 KiB buffer")
             }
             EduError::Timeout => f.write_str("DMA did not complete"),
+            EduError::NoInterrupt => {
+                f.write_str("DMA finished but its completion interrupt never arrived")
+            }
             EduError::Busy => f.write_str("a DMA is already running"),
             EduError::Dma(e) => write!(f, "{e}"),
             EduError::Mismatch { first_bad } => {
@@ -166,11 +175,21 @@ impl EduDevice {
         len: u64,
     ) -> Result<(), EduError> {
         let before = self.completions.load(Ordering::Acquire);
+        let completed = || self.completions.load(Ordering::Acquire) != before;
         self.start(dir, bus, offset, len)?;
-        kapi::time::wait_until(DMA_TIMEOUT, || {
-            self.completions.load(Ordering::Acquire) != before
-        })
-        .map_err(|_| EduError::Timeout)
+        kapi::time::wait_until(DMA_TIMEOUT, || completed() || !self.dma_running())
+            .map_err(|_| EduError::Timeout)?;
+        if kapi::time::wait_until(IRQ_GRACE, completed).is_ok() {
+            return Ok(());
+        }
+        // The device is idle; without its interrupt the driver must mark it so itself.
+        *self.running.lock() = false;
+        Err(EduError::NoInterrupt)
+    }
+
+    /// The device's own view: DMA_CMD.START stays set while a transfer runs.
+    fn dma_running(&self) -> bool {
+        self.regs.DMA_CMD.is_set(DMA_CMD::START)
     }
 
     /// Runs a transfer to or from any bus address — for isolation tests that aim the device
@@ -405,7 +424,7 @@ impl Drop for Edu {
         let d = &self.device;
         // Quiet the device before anything it may use goes away: let a running transfer
         // finish, stop bus mastering, then MSI, then the interrupt handler, then the buffers.
-        let _ = kapi::time::wait_until(DMA_TIMEOUT, || !*d.running.lock());
+        let _ = kapi::time::wait_until(DMA_TIMEOUT, || !d.dma_running());
         d.pci.set_bus_master(false);
         if self.msi.is_some() {
             d.pci.disable_msi();

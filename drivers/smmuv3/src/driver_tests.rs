@@ -625,6 +625,17 @@ fn smmuv3_fault_flood_cuts_the_stream_off_until_release() {
           stream aborted until the device is released"
         ]
     );
+    // What the rate limiter held back is counted just before the cut-off line.
+    let lines = logged("smmuv3");
+    let cut = lines
+        .iter()
+        .position(|l| l.contains("stream aborted"))
+        .unwrap();
+    assert!(
+        lines[cut - 1].ends_with(" events suppressed"),
+        "{:?}",
+        &lines[..=cut]
+    );
     // Attaching again does not reopen it...
     smmu.attach(&[EDU_SID], &AttachTarget::Identity).unwrap();
     assert_eq!(

@@ -395,6 +395,15 @@ impl RateLimiter {
             None
         }
     }
+
+    /// Lines dropped so far in this interval, reported now (before a line that explains them,
+    /// such as a stream being cut off); the interval's budget is unchanged.
+    pub fn take_suppressed(&mut self) -> Option<Suppressed> {
+        match core::mem::take(&mut self.suppressed) {
+            0 => None,
+            n => Some(Suppressed(n)),
+        }
+    }
 }
 
 /// The line reporting dropped lines: `12 events suppressed`.
@@ -706,6 +715,21 @@ mod tests {
         assert_eq!(mute.check(s(0)), Verdict::Suppress);
         assert_eq!(mute.check(s(1)), Verdict::Suppress);
         assert_eq!(mute.flush(s(5)), Some(Suppressed(2)));
+    }
+
+    #[test]
+    fn smmuv3_event_rate_limiter_take_reports_now_and_keeps_the_budget() {
+        let s = Duration::from_secs;
+        let mut rl = RateLimiter::new(1, s(5));
+        assert_eq!(rl.take_suppressed(), None);
+        assert_eq!(rl.check(s(0)), Verdict::Print { suppressed: 0 });
+        assert_eq!(rl.check(s(1)), Verdict::Suppress);
+        assert_eq!(rl.check(s(1)), Verdict::Suppress);
+        assert_eq!(rl.take_suppressed(), Some(Suppressed(2)));
+        assert_eq!(rl.take_suppressed(), None);
+        // Still within the interval: the budget is spent.
+        assert_eq!(rl.check(s(2)), Verdict::Suppress);
+        assert_eq!(rl.check(s(5)), Verdict::Print { suppressed: 1 });
     }
 
     #[test]

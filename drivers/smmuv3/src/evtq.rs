@@ -264,6 +264,12 @@ impl FaultLog {
         self.limiter.flush(now)
     }
 
+    /// Lines suppressed so far, reported now whatever the interval (see
+    /// [`crate::event::RateLimiter::take_suppressed`]).
+    pub fn take_suppressed(&mut self) -> Option<crate::event::Suppressed> {
+        self.limiter.take_suppressed()
+    }
+
     /// Events recorded since boot.
     pub fn total(&self) -> u64 {
         self.total

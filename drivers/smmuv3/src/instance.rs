@@ -640,6 +640,10 @@ impl Smmu {
             }
         }
         if action.flood == FloodVerdict::CutOff {
+            // The suppressed count belongs before the line that ends the flood.
+            if let Some(suppressed) = faults.take_suppressed() {
+                kapi::dev_warn!(self.log, "{suppressed}");
+            }
             self.cut_off(e.sid, faults.policy());
         }
     }

@@ -132,7 +132,11 @@ mod tests {
         assert_eq!(platform.frames_in_use(), before + 2);
         mem.free_table(a);
         assert_eq!(mem.pages(), 1);
-        assert_eq!(platform.frames_in_use(), before + 2, "a freed table is kept for reuse");
+        assert_eq!(
+            platform.frames_in_use(),
+            before + 2,
+            "a freed table is kept for reuse"
+        );
         let c = mem.alloc_table().unwrap();
         assert_eq!(c, a, "the spare page is reused");
         assert_eq!(mem.read(c, 511), 0, "and zeroed before it is");

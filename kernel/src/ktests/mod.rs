@@ -72,5 +72,6 @@ ktests! {
     }
 }
 
+mod flood;
 mod isolation;
 mod lifecycle;
