@@ -395,19 +395,31 @@ pub fn run_interactive(args: &QemuArgs) -> Result<ExitCode> {
         );
     }
     let mut code = r.exit_code.unwrap_or(1);
-    eprintln!("xtask: kernel exited with status {code} after {:.2} s (log: {})", r.wall.as_secs_f64(), log.display());
+    eprintln!(
+        "xtask: kernel exited with status {code} after {:.2} s (log: {})",
+        r.wall.as_secs_f64(),
+        log.display()
+    );
     if profiles()?.get(&args.profile).is_some_and(|p| p.disk) {
         let image = match &args.disk {
             Some(d) => d.clone(),
             None => disk::default_disk()?,
         };
         match check_disk_digest(&r.lines, &image)? {
-            DigestCheck::Match(d) => eprintln!("xtask: the kernel's digest of {} matches the file (sha256 {d})", image.display()),
+            DigestCheck::Match(d) => eprintln!(
+                "xtask: the kernel's digest of {} matches the file (sha256 {d})",
+                image.display()
+            ),
             DigestCheck::Mismatch { kernel, file } => {
-                eprintln!("xtask: DIGEST MISMATCH for {}: the kernel read sha256 {kernel}, the file is {file}", image.display());
+                eprintln!(
+                    "xtask: DIGEST MISMATCH for {}: the kernel read sha256 {kernel}, the file is {file}",
+                    image.display()
+                );
                 code = 1;
             }
-            DigestCheck::NotPrinted => eprintln!("xtask: the kernel printed no disk digest (no disk driver bound?)"),
+            DigestCheck::NotPrinted => {
+                eprintln!("xtask: the kernel printed no disk digest (no disk driver bound?)")
+            }
         }
     }
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
@@ -427,12 +439,20 @@ pub enum DigestCheck {
 /// Finds the kernel's `virtio-blk ...: <n> bytes, sha256 <hex>` line and compares it with the
 /// file's own SHA-256.
 pub fn check_disk_digest(lines: &[String], image: &Path) -> Result<DigestCheck> {
-    let re = regex::Regex::new(r"virtio-blk \S+: (\d+) bytes, sha256 ([0-9a-f]{64})").expect("valid regex");
-    let Some(kernel) = lines.iter().find_map(|l| re.captures(l).map(|c| c[2].to_string())) else {
+    let re = regex::Regex::new(r"virtio-blk \S+: (\d+) bytes, sha256 ([0-9a-f]{64})")
+        .expect("valid regex");
+    let Some(kernel) = lines
+        .iter()
+        .find_map(|l| re.captures(l).map(|c| c[2].to_string()))
+    else {
         return Ok(DigestCheck::NotPrinted);
     };
     let file = disk::sha256_hex(image)?;
-    Ok(if kernel == file { DigestCheck::Match(file) } else { DigestCheck::Mismatch { kernel, file } })
+    Ok(if kernel == file {
+        DigestCheck::Match(file)
+    } else {
+        DigestCheck::Mismatch { kernel, file }
+    })
 }
 
 /// `cargo xtask dtb`: QEMU's own device tree for every profile, into `qemu/fixtures/`.

@@ -300,9 +300,12 @@ fn run_scenario(s: &Scenario, kernel: &std::path::Path) -> Result<(Tally, Durati
         ..Default::default()
     };
     if s.scratch_disk {
-        let scratch = target_dir().join("qemu-logs").join(format!("{}.img", s.name));
+        let scratch = target_dir()
+            .join("qemu-logs")
+            .join(format!("{}.img", s.name));
         std::fs::create_dir_all(target_dir().join("qemu-logs"))?;
-        std::fs::copy(crate::disk::default_disk()?, &scratch).with_context(|| format!("copying the disk to {}", scratch.display()))?;
+        std::fs::copy(crate::disk::default_disk()?, &scratch)
+            .with_context(|| format!("copying the disk to {}", scratch.display()))?;
         args.disk = Some(scratch);
         args.scratch_disk = true;
     }

@@ -36,7 +36,11 @@ impl Frames {
     pub fn alloc(order: u32) -> Option<Frames> {
         let p = platform::get();
         let pa = p.alloc_frames(order)?;
-        Some(Frames { pa, va: p.phys_to_virt(pa), order })
+        Some(Frames {
+            pa,
+            va: p.phys_to_virt(pa),
+            order,
+        })
     }
 
     /// Allocates enough frames for `bytes` (rounded up to a power-of-two number of pages).
