@@ -133,3 +133,11 @@ fn drivers_registered_first_and_in_reverse_bind_the_same_platform_devices() {
     assert_eq!(reordered.registered, reversed);
     assert_eq!(platform(&reordered.bound), platform(&default.bound));
 }
+
+#[test]
+fn extreme_control_bytes_are_handled() {
+    for byte in [0x01, 0x7f, 0x80, 0xfe, 0xff] {
+        let outcome = bus::run(&qemu_with(&[byte; 512]));
+        assert!(outcome.is_some(), "control bytes {byte:#x}");
+    }
+}

@@ -161,7 +161,7 @@ fn plan(found: &[Found], choices: &mut Choices<'_>, shared: &mut Shared) -> usiz
                     _ => None,
                 };
                 FunctionPlan {
-                    dev: 1 + (i as u8 + choices.byte()) % 31,
+                    dev: 1 + (i as u8).wrapping_add(choices.byte()) % 31,
                     func: choices.byte() % 8,
                     device_id: if i % 2 == 0 { drivers::EDU } else { 0x0001 },
                     alias,
