@@ -43,7 +43,7 @@ const GRACE_S: u64 = 120;
 #[derive(clap::Args, Debug)]
 pub struct FuzzArgs {
     /// Seconds each target runs.
-    #[arg(long, default_value_t = DEFAULT_SECONDS)]
+    #[arg(long, default_value_t = DEFAULT_SECONDS, value_parser = clap::value_parser!(u64).range(1..))]
     pub seconds: u64,
     /// Only this target (repeatable): `dt_topology`, `bus_model`.
     #[arg(long = "target")]

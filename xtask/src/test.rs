@@ -37,7 +37,7 @@ pub struct TestArgs {
     #[arg(long)]
     pub no_fuzz: bool,
     /// Seconds each fuzz target runs (default: `cargo xtask fuzz`'s).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub fuzz_seconds: Option<u64>,
 }
 
