@@ -312,6 +312,14 @@ impl IommuDomain for SmmuDomain {
             .as_ref()
             .map_or(0, |t| t.tables_in_use() as u64)
     }
+
+    fn mapped_bytes(&self) -> u64 {
+        self.inner
+            .lock()
+            .table
+            .as_ref()
+            .map_or(0, |t| t.mapped_bytes())
+    }
 }
 
 impl Drop for SmmuDomain {

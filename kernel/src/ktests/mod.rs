@@ -75,3 +75,4 @@ ktests! {
 mod flood;
 mod isolation;
 mod lifecycle;
+mod stress;

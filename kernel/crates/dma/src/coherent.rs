@@ -83,7 +83,8 @@ impl DmaDevice {
             Backend::None(reason) => return Err(DmaError::NoDma(reason.clone())),
             Backend::Iommu(d) => {
                 let blocks = alloc_blocks(pages).ok_or(DmaError::NoMemory { size })?;
-                let total: u64 = blocks.iter().map(Frames::size).sum();
+                // The device gets the pages it asked for, not the rest of a rounded-up block.
+                let total = pages * PAGE_SIZE;
                 let base = d.alloc_iova(total, self.limit(true))?;
                 let mut at = 0;
                 let mut starts = Vec::new();
@@ -91,7 +92,7 @@ impl DmaDevice {
                     if let Err(e) = d.map(
                         Iova(base.0 + at),
                         b.pa(),
-                        b.size(),
+                        b.size().min(total - at),
                         prot(Direction::Bidirectional, self.is_coherent()),
                     ) {
                         if at > 0 {

@@ -4,7 +4,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::marker::PhantomData;
 
-use addr::{Iova, PAGE_SIZE, PhysAddr};
+use addr::{Iova, PAGE_SIZE, PhysAddr, VirtAddr};
 
 use crate::debug::Kind;
 use crate::device::{Backend, DmaDevice, RawMapping, prot};
@@ -198,6 +198,13 @@ impl<D: DmaDirection> DmaSgTable<D> {
     /// The DMA segments to give the device, in order.
     pub fn segments(&self) -> &[(Iova, u64)] {
         &self.segments
+    }
+
+    /// Where the CPU's buffers are (see [`DmaStream::cpu_span`](crate::DmaStream::cpu_span)).
+    pub fn cpu_spans(&self) -> impl Iterator<Item = (VirtAddr, usize)> + '_ {
+        self.bufs
+            .iter()
+            .map(|b| (VirtAddr(b.as_ptr() as u64), b.len()))
     }
 
     fn unmap(&mut self) {

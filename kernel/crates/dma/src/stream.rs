@@ -5,7 +5,7 @@ use alloc::vec::Vec;
 use core::marker::PhantomData;
 use core::ops::{Deref, DerefMut};
 
-use addr::Iova;
+use addr::{Iova, VirtAddr};
 
 use crate::debug::Kind;
 use crate::device::{DmaDevice, How, RawMapping};
@@ -65,6 +65,12 @@ impl DmaDevice {
 }
 
 impl<D: DmaDirection> DmaStream<D> {
+    /// Where the CPU's buffer is (for diagnostics and cross-checks; its contents belong to the
+    /// device while it is mapped).
+    pub fn cpu_span(&self) -> (VirtAddr, usize) {
+        (VirtAddr(self.buf.as_ptr() as u64), self.buf.len())
+    }
+
     /// The address to give the device.
     pub fn addr(&self) -> Iova {
         self.map.addr

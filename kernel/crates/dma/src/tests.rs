@@ -305,6 +305,13 @@ fn coherent_allocation_falls_back_to_smaller_blocks_mapped_contiguously() {
         "one 64 KiB block when the allocator has one"
     );
     drop(whole);
+    // 12 KiB takes a 16 KiB block, but the device is given only the 12 KiB it asked for.
+    let odd = dev.alloc_coherent(12 * 1024).unwrap();
+    assert_eq!(odd.blocks(), 1);
+    assert_eq!(domain.mapped_bytes(), 12 * 1024);
+    assert_eq!(domain.iova_to_phys(Iova(odd.addr().0 + 12 * 1024)), None);
+    drop(odd);
+    assert_eq!(domain.mapped_bytes(), 0);
     p.max_order.store(1, core::sync::atomic::Ordering::Relaxed);
     let c = dev.alloc_coherent(40 * 1024).unwrap();
     p.max_order

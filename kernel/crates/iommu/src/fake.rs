@@ -257,4 +257,7 @@ impl IommuDomain for FakeDomain {
     fn table_pages(&self) -> u64 {
         0
     }
+    fn mapped_bytes(&self) -> u64 {
+        self.pages.lock().expect("pages").len() as u64 * PAGE
+    }
 }

@@ -239,4 +239,7 @@ pub trait IommuDomain: Send + Sync {
     }
     /// Page-table pages this domain uses.
     fn table_pages(&self) -> u64;
+    /// Bytes the page tables map right now (what cross-checks compare with the IOVA ranges
+    /// the DMA layer believes are mapped).
+    fn mapped_bytes(&self) -> u64;
 }
