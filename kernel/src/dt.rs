@@ -32,6 +32,8 @@ impl From<addr::Range<addr::PhysAddr>> for MemRange {
 /// The boot device tree.
 pub struct DeviceTree {
     tree: &'static of::DeviceTree<'static>,
+    /// Where the loader put the blob (the parsed copy may live elsewhere, see [`Self::new`]).
+    loaded: MemRange,
 }
 
 /// Converts a decoded GIC interrupt.
@@ -52,11 +54,30 @@ fn warn(e: &DtError) {
 impl DeviceTree {
     /// Validates and indexes the blob the loader handed over (see [`crate::mm::loader_blob`]).
     /// The index lives for the kernel's lifetime and is published to drivers (`of::boot_tree`).
+    ///
+    /// A blob with `FDT_NOP` tokens is read from a compacted copy: QEMU leaves them in a tree
+    /// given with `-dtb` (it replaces the memory node through libfdt), and `of` parses none.
     pub fn new(blob: &'static [u8]) -> Result<Self, DtError> {
+        let loaded = MemRange {
+            base: blob.as_ptr() as u64,
+            size: blob.len() as u64,
+        };
+        let parsed = match of::DeviceTree::parse(blob) {
+            Err(DtError::Blob {
+                problem: of::BlobProblem::Nop,
+                ..
+            }) => match of::without_nops(blob)? {
+                Some(copy) => {
+                    of::DeviceTree::parse(alloc::boxed::Box::leak(copy.into_boxed_slice()))?
+                }
+                None => of::DeviceTree::parse(blob)?,
+            },
+            other => other?,
+        };
         let tree: &'static of::DeviceTree<'static> =
-            alloc::boxed::Box::leak(alloc::boxed::Box::new(of::DeviceTree::parse(blob)?));
+            alloc::boxed::Box::leak(alloc::boxed::Box::new(parsed));
         of::set_boot_tree(tree);
-        Ok(Self { tree })
+        Ok(Self { tree, loaded })
     }
 
     /// The `of` view.
@@ -64,13 +85,9 @@ impl DeviceTree {
         self.tree
     }
 
-    /// The blob's location and size.
+    /// Where the loader put the blob, and its size: the memory to keep reserved.
     pub fn blob_range(&self) -> MemRange {
-        let b = self.tree.blob();
-        MemRange {
-            base: b.as_ptr() as u64,
-            size: b.len() as u64,
-        }
+        self.loaded
     }
 
     /// `/model`.

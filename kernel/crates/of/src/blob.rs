@@ -6,7 +6,11 @@
 //! reach a panic inside `fdt`. The walk is linear in the blob size.
 //!
 //! Refused although the format allows it: `FDT_NOP` (fdt 0.1.5 stops or asserts on it in several
-//! places) and versions below 17 (no `size_dt_struct`). dtc and QEMU emit neither.
+//! places) and versions below 17 (no `size_dt_struct`). dtc emits neither, and neither does QEMU
+//! for the tree it generates; but QEMU edits a tree given with `-dtb` through libfdt, which
+//! turns the nodes it replaces (the memory node, `/psci`) into `FDT_NOP` tokens.
+//! [`without_nops`] makes a compacted copy of such a blob, which [`crate::DeviceTree::parse`]
+//! then takes.
 
 use alloc::vec::Vec;
 
@@ -132,6 +136,12 @@ impl<'a> Strings<'a> {
 
 /// Checks the header, the reservation block and the whole structure block.
 pub(crate) fn validate(data: &[u8]) -> Result<Validated<'_>, DtError> {
+    check(data, None)
+}
+
+/// [`validate`]; with `nops`, `FDT_NOP` tokens are accepted and their offsets in the structure
+/// block collected there instead of being an error.
+fn check<'a>(data: &'a [u8], nops: Option<&mut Vec<usize>>) -> Result<Validated<'a>, DtError> {
     if data.len() < HEADER_LEN {
         return Err(err(0, BlobProblem::TooSmall(data.len())));
     }
@@ -181,12 +191,75 @@ pub(crate) fn validate(data: &[u8]) -> Result<Validated<'_>, DtError> {
         return Err(err(8, BlobProblem::Misaligned(Block::Structure)));
     }
     let reservations = check_reservations(blob, off_rsv)?;
-    let nodes = walk(structure, off_struct as usize, &Strings::new(strings))?;
+    let nodes = walk(structure, off_struct as usize, &Strings::new(strings), nops)?;
     Ok(Validated {
         blob,
         nodes,
         reservations,
     })
+}
+
+/// A copy of `data` without its `FDT_NOP` tokens, or `None` when it has none (then `data` can be
+/// parsed as it is). The copy is a version-17 blob laid out header, reservation block, structure
+/// block, strings block, without padding; everything else is as in `data`.
+///
+/// The blob is checked exactly as [`crate::DeviceTree::parse`] checks it (so every other defect
+/// gives the same error), and the copy is made only when that succeeds. If the memory for the
+/// copy cannot be had, the error is the one `parse` gives for the first `FDT_NOP`.
+pub fn without_nops(data: &[u8]) -> Result<Option<Vec<u8>>, DtError> {
+    let mut nops = Vec::new();
+    let v = check(data, Some(&mut nops))?;
+    let Some(&first) = nops.first() else {
+        return Ok(None);
+    };
+    let blob = v.blob;
+    // `check` read the header and bounded every block with it.
+    let h = |i: usize| be32(blob, i * 4).unwrap_or(0);
+    let (off_struct, off_strings, boot_cpu) = (h(2) as usize, h(3) as usize, h(7));
+    let (size_strings, size_struct) = (h(8) as usize, h(9) as usize);
+    let structure = &blob[off_struct..off_struct + size_struct];
+    let strings = &blob[off_strings..off_strings + size_strings];
+    let reservations = (v.reservations.len() + 1) * 16;
+    let new_struct = size_struct - 4 * nops.len();
+    // The reservation block right after the header, 8-byte aligned; the structure block after it
+    // is then 4-byte aligned as required.
+    let rsv_at = HEADER_LEN.next_multiple_of(8);
+    let struct_at = rsv_at + reservations;
+    let strings_at = struct_at + new_struct;
+    let total = strings_at + size_strings;
+    let nop_error = || err(off_struct + first, BlobProblem::Nop);
+    let total32 = u32::try_from(total).map_err(|_| nop_error())?;
+    let mut out = Vec::new();
+    out.try_reserve_exact(total).map_err(|_| nop_error())?;
+    let header = [
+        MAGIC,
+        total32,
+        struct_at as u32,
+        strings_at as u32,
+        rsv_at as u32,
+        17,
+        16,
+        boot_cpu,
+        size_strings as u32,
+        new_struct as u32,
+    ];
+    for word in header {
+        out.extend_from_slice(&word.to_be_bytes());
+    }
+    out.resize(rsv_at, 0);
+    for &(address, size) in &v.reservations {
+        out.extend_from_slice(&address.to_be_bytes());
+        out.extend_from_slice(&size.to_be_bytes());
+    }
+    out.extend_from_slice(&[0; 16]);
+    let mut from = 0;
+    for &nop in &nops {
+        out.extend_from_slice(&structure[from..nop]);
+        from = nop + 4;
+    }
+    out.extend_from_slice(&structure[from..]);
+    out.extend_from_slice(strings);
+    Ok(Some(out))
 }
 
 /// The `/memreserve/` entries (address, size), up to the all-zero terminator.
@@ -227,7 +300,12 @@ fn check_reservations(blob: &[u8], off: u32) -> Result<Vec<(u64, u64)>, DtError>
     Err(err(start, BlobProblem::ReservationsUnterminated))
 }
 
-fn walk<'a>(s: &'a [u8], base: usize, strings: &Strings<'_>) -> Result<Vec<RawNode<'a>>, DtError> {
+fn walk<'a>(
+    s: &'a [u8],
+    base: usize,
+    strings: &Strings<'_>,
+    mut nops: Option<&mut Vec<usize>>,
+) -> Result<Vec<RawNode<'a>>, DtError> {
     let mut nodes: Vec<RawNode<'a>> = Vec::new();
     // Open nodes, innermost last.
     let mut open: Vec<usize> = Vec::new();
@@ -290,7 +368,13 @@ fn walk<'a>(s: &'a [u8], base: usize, strings: &Strings<'_>) -> Result<Vec<RawNo
                 strings.check(nameoff, at)?;
                 pos = align4(value_end);
             }
-            NOP => return Err(err(at, BlobProblem::Nop)),
+            NOP => match nops.as_deref_mut() {
+                Some(found) => {
+                    found.push(pos);
+                    pos += 4;
+                }
+                None => return Err(err(at, BlobProblem::Nop)),
+            },
             END => {
                 if !open.is_empty() {
                     return Err(err(at, BlobProblem::BadEnd));

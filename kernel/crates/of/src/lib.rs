@@ -1,8 +1,9 @@
 //! Device-tree bindings for a DMA-first kernel, on top of the `fdt` crate.
 //!
 //! [`DeviceTree::parse`] validates a flattened device tree completely (no input can panic this
-//! crate or `fdt`), then indexes it. [`Node`] handles answer the binding questions a kernel asks
-//! at device enumeration and driver bind:
+//! crate or `fdt`), then indexes it; it refuses `FDT_NOP` tokens, which [`without_nops`] removes
+//! (QEMU leaves them in a tree given with `-dtb`). [`Node`] handles answer the binding questions
+//! a kernel asks at device enumeration and driver bind:
 //!
 //! | binding | accessors |
 //! |---|---|
@@ -36,6 +37,7 @@ pub mod topology;
 mod tree;
 
 pub use address::{BusRange, BusRanges, RangeCells, RegEntry};
+pub use blob::without_nops;
 pub use dma::{DmaConstraint, DmaWindow};
 pub use error::{BlobProblem, Block, DtError, Problem};
 pub use iommu::{IdMap, IdMapEntry, PhandleArgs};

@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use of::{BlobProblem, Block, DeviceTree, DtError, MAX_DEPTH, Problem};
+use of::{BlobProblem, Block, DeviceTree, DtError, MAX_DEPTH, Problem, without_nops};
 
 fn problem(blob: &[u8]) -> BlobProblem {
     match DeviceTree::parse(blob) {
@@ -425,4 +425,76 @@ fn names_with_control_characters_are_refused() {
         .end()
         .end();
     assert!(DeviceTree::parse(&w.finish()).is_ok());
+}
+
+/// `small()` with `FDT_NOP` tokens wherever a token may stand: first in a node, between
+/// properties, between nodes, before `FDT_END`.
+fn small_with_nops() -> Writer {
+    let mut w = Writer::new();
+    w.begin("")
+        .token(NOP)
+        .cells("#address-cells", &[1])
+        .token(NOP);
+    w.begin("a").token(NOP).str("compatible", "x,a").end();
+    w.token(NOP).token(NOP);
+    w.begin("b").end();
+    w.end().token(NOP);
+    w
+}
+
+#[test]
+fn nop_tokens_are_removed_by_a_compacting_copy() {
+    let with = small_with_nops().finish();
+    assert_eq!(
+        problem(&with),
+        BlobProblem::Nop,
+        "parse itself still refuses them"
+    );
+    let copy = without_nops(&with).unwrap().expect("the blob has NOPs");
+    assert_eq!(
+        copy,
+        small().finish(),
+        "the same blob as one written without them"
+    );
+    let dt = parse(&copy);
+    assert_eq!(node(&dt, "/a").string("compatible").unwrap(), Some("x,a"));
+    assert!(dt.find("/b").is_some());
+}
+
+#[test]
+fn a_compacting_copy_keeps_reservations_and_the_boot_cpu() {
+    let plain = small_with_nops().finish();
+    // Rebuild with one reservation: header, reservation block (one entry + terminator), the rest.
+    let off_struct = header(&plain, 2) as usize;
+    let mut b = plain[..off_struct - 16].to_vec();
+    b.extend_from_slice(&0x4800_0000u64.to_be_bytes());
+    b.extend_from_slice(&0x1000u64.to_be_bytes());
+    b.extend_from_slice(&plain[off_struct - 16..]);
+    for (i, shift) in [(1, 16), (2, 16), (3, 16)] {
+        let v = header(&b, i) + shift;
+        set_header(&mut b, i, v);
+    }
+    set_header(&mut b, 7, 3);
+    let copy = without_nops(&b).unwrap().unwrap();
+    assert_eq!(header(&copy, 7), 3, "boot_cpuid_phys");
+    let dt = parse(&copy);
+    assert_eq!(dt.memory_reservations().len(), 1);
+    assert_eq!(dt.memory_reservations()[0].size, 0x1000);
+}
+
+#[test]
+fn a_blob_without_nops_needs_no_copy_and_other_defects_stay_errors() {
+    assert_eq!(without_nops(&small().finish()), Ok(None));
+    assert_eq!(without_nops(QEMU), Ok(None));
+    let mut w = small_with_nops();
+    w.token(7);
+    let broken = w.finish();
+    assert!(matches!(
+        without_nops(&broken),
+        Err(DtError::Blob {
+            problem: BlobProblem::Token(7),
+            ..
+        })
+    ));
+    assert!(without_nops(b"short").is_err());
 }
