@@ -7,6 +7,14 @@
 //! defers, naming the IOMMU node; one whose IOMMU node is disabled defers for good (its DMA
 //! would otherwise pass untranslated). Then the IOMMU core attaches the device's default domain,
 //! chosen by the user's and firmware's policy, never by the driver.
+//!
+//! A description that does not parse, or that the IOMMU core cannot take (an IOMMU whose
+//! `#iommu-cells` is not 1), fails the bind: the device gets no DMA ops and no driver, and its
+//! streams keep the ABORT entries the SMMU starts with. Nothing is guessed from a broken
+//! description (Linux, for one, treats a disabled IOMMU as "no IOMMU" and gives the device
+//! untranslated DMA; QEMU's SMMU then bypasses). The failure is one line, printed by the bus model
+//! (`devmodel <device>: warning: DMA setup with <driver> failed: <node>: <property>: <problem>;
+//! device left blocked`); see `docs/robustness.md`.
 
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -17,7 +25,7 @@ use addr::{Iova, PhysAddr, Range};
 use devmodel::{BusKind, DeviceInfo, DmaHooks, DmaState, ProbeError};
 use iommu::{DomainType, FwSpec, ReservedKind, ReservedRegion};
 use kapi::logging::DevLog;
-use kapi::{dev_dbg, dev_err, dev_info};
+use kapi::{dev_dbg, dev_info};
 
 /// GITS_TRANSLATER's offset in the ITS register frame (IHI 0069 §12.19): the MSI doorbell.
 const GITS_TRANSLATER: u64 = 0x1_0040;
@@ -42,9 +50,38 @@ pub struct FirmwareDma {
 /// The kernel's implementation of the bus model's DMA hooks.
 pub struct KernelDmaHooks;
 
-fn fail(log: &DevLog, e: impl core::fmt::Display) -> ProbeError {
-    dev_err!(log, "{e}; device left blocked");
-    ProbeError::failed(e)
+/// Cells in an IOMMU specifier the IOMMU core takes: one 32-bit ID per entry (an SMMUv3
+/// StreamID; the SMMUv3 binding fixes `#iommu-cells = <1>`).
+const IOMMU_CELLS: u32 = 1;
+
+/// A failed DMA set-up. The bus model logs it, once, with the device and the driver.
+fn fail(e: impl core::fmt::Display) -> ProbeError {
+    ProbeError::failed(format!("{e}; device left blocked"))
+}
+
+/// Checks that `iommu`, named by `user`'s `property`, takes specifiers the IOMMU core can hold.
+/// Without this a `#iommu-cells = <0>` IOMMU would give its masters stream 0 (another device's),
+/// and a two-cell one would lose its second cell.
+fn check_iommu_cells(
+    iommu: &of::Node<'_>,
+    user: &of::Node<'_>,
+    property: &str,
+) -> Result<(), String> {
+    let cells = iommu
+        .specifier_cells("#iommu-cells")
+        .map_err(|e| e.to_string())?;
+    if cells == Some(IOMMU_CELLS) {
+        return Ok(());
+    }
+    let found = match cells {
+        Some(n) => format!("{n} cells where {IOMMU_CELLS} is expected (a stream ID)"),
+        None => String::from("missing"),
+    };
+    Err(format!(
+        "{}: #iommu-cells: {found}, as used by {}: {property}",
+        iommu.path(),
+        user.path()
+    ))
 }
 
 fn doorbell_of(tree: &of::DeviceTree<'static>, controller: &of::Node<'_>) -> Option<PhysAddr> {
@@ -91,9 +128,11 @@ pub fn firmware_dma(
                             "{path}: iommus: entries name different IOMMUs, which is not supported"
                         ));
                     }
+                    check_iommu_cells(&first.target, &node, "iommus")?;
+                    // One cell per entry, as just checked.
                     let ids = entries
                         .iter()
-                        .map(|e| e.args.first().copied().unwrap_or(0))
+                        .flat_map(|e| e.args.first().copied())
                         .collect();
                     Some(FwSpec {
                         iommu: first.target.path().to_string(),
@@ -121,13 +160,19 @@ pub fn firmware_dma(
             let host = tree.node(host).map_err(|e| e.to_string())?;
             let rid =
                 pci_ecam::host::dma_requester_id(dev).ok_or("a PCI device without its function")?;
-            let iommu = host
+            let iommu = match host
                 .iommu_for_rid(u32::from(rid))
                 .map_err(|e| e.to_string())?
-                .map(|(node, sid)| FwSpec {
-                    iommu: node.path().to_string(),
-                    ids: alloc::vec![sid],
-                });
+            {
+                Some((node, sid)) => {
+                    check_iommu_cells(&node, &host, "iommu-map")?;
+                    Some(FwSpec {
+                        iommu: node.path().to_string(),
+                        ids: alloc::vec![sid],
+                    })
+                }
+                None => None,
+            };
             // MSIs carry the same requester ID as DMA (QEMU: pci_requester_id, after aliasing).
             let msi = host.msi_map().ok().flatten();
             let msi_target = msi.as_ref().and_then(|m| m.translate(u32::from(rid)));
@@ -266,26 +311,29 @@ impl DmaHooks for KernelDmaHooks {
         driver_managed_dma: bool,
     ) -> Result<Option<DmaState>, ProbeError> {
         let log = DevLog::new("iommu", &dev.name);
-        let fw = firmware_dma(dev, ancestors).map_err(|e| fail(&log, e))?;
+        let fw = firmware_dma(dev, ancestors).map_err(fail)?;
         let Some(spec) = fw.iommu.clone() else {
             dev_dbg!(
                 log,
                 "no IOMMU: direct DMA, {}coherent",
                 if fw.coherent { "" } else { "non-" }
             );
-            let ops = dma_device(dev, &fw, None).map_err(|e| fail(&log, e))?;
+            let ops = dma_device(dev, &fw, None).map_err(fail)?;
             return Ok(Some(ops));
         };
-        let tree = of::boot_tree().ok_or_else(|| fail(&log, "no device tree"))?;
+        let tree = of::boot_tree().ok_or_else(|| fail("no device tree"))?;
         match tree.node(&spec.iommu).and_then(|n| n.is_enabled()) {
             Ok(true) => {}
+            // Deferred for good: no driver will ever register a disabled IOMMU. Not "no IOMMU"
+            // either: an SMMU left alone passes DMA through untranslated (QEMU's GBPA resets to
+            // bypass), so the device must not be bound at all.
             Ok(false) => {
-                return Err(ProbeError::Defer(
-                    devmodel::DeferReason::new(format!("iommu {} is disabled", spec.iommu))
-                        .on_node(&spec.iommu),
-                ));
+                return Err(ProbeError::Defer(devmodel::DeferReason::new(format!(
+                    "iommu {} is disabled: device left blocked, not given untranslated DMA",
+                    spec.iommu
+                ))));
             }
-            Err(e) => return Err(fail(&log, e)),
+            Err(e) => return Err(fail(e)),
         }
         let mut core = iommu::core();
         if core.instance(&spec.iommu).is_none() {
@@ -293,7 +341,7 @@ impl DmaHooks for KernelDmaHooks {
         }
         let configured = core
             .configure_device(&dev.name, &spec, driver_managed_dma, &reserved_regions(&fw))
-            .map_err(|e| fail(&log, e))?;
+            .map_err(fail)?;
         let ids: Vec<String> = spec.ids.iter().map(|id| format!("{id:#x}")).collect();
         let domain = match (configured.domain_type, &configured.domain) {
             (DomainType::Dma, Some(d)) => format!("DMA domain ({})", d.name()),
@@ -319,7 +367,7 @@ impl DmaHooks for KernelDmaHooks {
             Err(e) => {
                 // Nothing of the set-up may stay behind: back to blocked.
                 let _ = core.cleanup_device(&dev.name);
-                Err(fail(&log, e))
+                Err(fail(e))
             }
         }
     }
