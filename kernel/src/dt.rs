@@ -56,7 +56,8 @@ impl DeviceTree {
     /// The index lives for the kernel's lifetime and is published to drivers (`of::boot_tree`).
     ///
     /// A blob with `FDT_NOP` tokens is read from a compacted copy: QEMU leaves them in a tree
-    /// given with `-dtb` (it replaces the memory node through libfdt), and `of` parses none.
+    /// given with `-dtb` (it replaces the memory node and `/psci` through libfdt), and `of`
+    /// parses none.
     pub fn new(blob: &'static [u8]) -> Result<Self, DtError> {
         let loaded = MemRange {
             base: blob.as_ptr() as u64,
