@@ -6,6 +6,7 @@
 mod bench;
 mod disk;
 mod dt_dma;
+mod dt_variant;
 mod fuzz;
 mod kbuild;
 mod lint;
@@ -44,6 +45,8 @@ enum Command {
     DtDma(dt_dma::DtDmaArgs),
     /// Dump QEMU's generated device trees into qemu/fixtures/ (one per profile).
     Dtb,
+    /// List the broken device-tree variants (qemu/dt-variants.toml), build one, or boot with it.
+    DtVariant(dt_variant::DtVariantArgs),
     /// rustfmt check and clippy for the host crates and for aarch64-unknown-none.
     Lint,
 }
@@ -64,6 +67,7 @@ fn main() -> ExitCode {
         Command::Fuzz(args) => fuzz::run(&args),
         Command::DtDma(args) => dt_dma::run(&args),
         Command::Dtb => qemu::dump_dtbs().map(|()| ExitCode::SUCCESS),
+        Command::DtVariant(args) => dt_variant::run(&args),
         Command::Lint => lint::run(),
     };
     match result {

@@ -13,7 +13,7 @@ use regex::Regex;
 use serde::Deserialize;
 
 use crate::qemu::{self, QemuArgs};
-use crate::{fuzz, kbuild, root, setup, target_dir};
+use crate::{dt_variant, fuzz, kbuild, root, setup, target_dir};
 
 /// Arguments of `test`.
 #[derive(clap::Args, Debug, Default)]
@@ -62,6 +62,9 @@ pub struct Scenario {
     /// Extra QEMU arguments.
     #[serde(default)]
     pub qemu_args: Vec<String>,
+    /// Boot with this broken variant of QEMU's device tree (`qemu/dt-variants.toml`), built for
+    /// the scenario's machine before the run.
+    pub dtb: Option<String>,
     /// Expected exit status.
     #[serde(default)]
     pub exit: i32,
@@ -309,7 +312,11 @@ fn run_scenario(s: &Scenario, kernel: &std::path::Path) -> Result<(Tally, Durati
         args.disk = Some(scratch);
         args.scratch_disk = true;
     }
-    let argv = qemu::command_line(&args, kernel)?;
+    let mut argv = qemu::command_line(&args, kernel)?;
+    if let Some(name) = &s.dtb {
+        let dtb = dt_variant::build(&dt_variant::find(name)?, &argv, &s.name)?;
+        argv.extend(["-dtb".into(), dtb.display().to_string()]);
+    }
     let log = target_dir()
         .join("qemu-logs")
         .join(format!("{}.log", s.name));
@@ -338,6 +345,7 @@ fn qemu_tests(args: &TestArgs) -> Result<Tally> {
             iommu: None,
             append: format!("ktest={filter}"),
             qemu_args: Vec::new(),
+            dtb: None,
             exit: 0,
             expect: Vec::new(),
             reject: Vec::new(),
