@@ -25,7 +25,7 @@ use addr::{Iova, PhysAddr, Range};
 use devmodel::{BusKind, DeviceInfo, DmaHooks, DmaState, ProbeError};
 use iommu::{DomainType, FwSpec, ReservedKind, ReservedRegion};
 use kapi::logging::DevLog;
-use kapi::{dev_dbg, dev_info};
+use kapi::{dev_dbg, dev_info, dev_warn};
 
 /// GITS_TRANSLATER's offset in the ITS register frame (IHI 0069 §12.19): the MSI doorbell.
 const GITS_TRANSLATER: u64 = 0x1_0040;
@@ -43,6 +43,10 @@ pub struct FirmwareDma {
     pub msi_doorbell: Option<PhysAddr>,
     /// The DeviceID the MSI controller knows the device by (`msi-map`), if any.
     pub msi_device_id: Option<u32>,
+    /// Why the device has no MSI doorbell although the tree describes one: the `msi-map` or
+    /// `msi-parent` does not parse. Not fatal (the device has INTx; an MSI write it makes anyway
+    /// hits no mapping), but said once when the device binds.
+    pub msi_problem: Option<of::DtError>,
     /// Ranges DMA must never be given (PCI host windows: peer-to-peer, never reach the IOMMU).
     pub holes: Vec<Range<PhysAddr>>,
 }
@@ -112,6 +116,7 @@ pub fn firmware_dma(
                     constraint: of::DmaConstraint::Unrestricted,
                     msi_doorbell: None,
                     msi_device_id: None,
+                    msi_problem: None,
                     holes: Vec::new(),
                 });
             };
@@ -140,7 +145,11 @@ pub fn firmware_dma(
                     })
                 }
             };
-            let msi_parent = node.msi_parents().ok().and_then(|p| p.into_iter().next());
+            let (msi_parents, msi_problem) = match node.msi_parents() {
+                Ok(p) => (p, None),
+                Err(e) => (Vec::new(), Some(e)),
+            };
+            let msi_parent = msi_parents.into_iter().next();
             Ok(FirmwareDma {
                 iommu,
                 coherent: node.dma_coherent().map_err(|e| e.to_string())?,
@@ -149,6 +158,7 @@ pub fn firmware_dma(
                     .as_ref()
                     .and_then(|m| doorbell_of(tree, &m.target)),
                 msi_device_id: msi_parent.and_then(|m| m.args.first().copied()),
+                msi_problem,
                 holes: Vec::new(),
             })
         }
@@ -174,7 +184,10 @@ pub fn firmware_dma(
                 None => None,
             };
             // MSIs carry the same requester ID as DMA (QEMU: pci_requester_id, after aliasing).
-            let msi = host.msi_map().ok().flatten();
+            let (msi, msi_problem) = match host.msi_map() {
+                Ok(m) => (m, None),
+                Err(e) => (None, Some(e)),
+            };
             let msi_target = msi.as_ref().and_then(|m| m.translate(u32::from(rid)));
             let msi_doorbell = msi_target.and_then(|(n, _)| doorbell_of(tree, n));
             let msi_device_id = msi_target.map(|(_, id)| id);
@@ -193,9 +206,16 @@ pub fn firmware_dma(
                 constraint: host.child_dma_constraint().map_err(|e| e.to_string())?,
                 msi_doorbell,
                 msi_device_id,
+                msi_problem,
                 holes,
             })
         }
+    }
+}
+
+fn report_msi_problem(log: &DevLog, fw: &FirmwareDma) {
+    if let Some(e) = &fw.msi_problem {
+        dev_warn!(log, "{e}; no MSIs for this device (INTx only)");
     }
 }
 
@@ -319,6 +339,7 @@ impl DmaHooks for KernelDmaHooks {
                 if fw.coherent { "" } else { "non-" }
             );
             let ops = dma_device(dev, &fw, None).map_err(fail)?;
+            report_msi_problem(&log, &fw);
             return Ok(Some(ops));
         };
         let tree = of::boot_tree().ok_or_else(|| fail("no device tree"))?;
@@ -363,7 +384,10 @@ impl DmaHooks for KernelDmaHooks {
             configured.iommu
         );
         match dma_device(dev, &fw, Some(&configured)) {
-            Ok(ops) => Ok(Some(ops)),
+            Ok(ops) => {
+                report_msi_problem(&log, &fw);
+                Ok(Some(ops))
+            }
             Err(e) => {
                 // Nothing of the set-up may stay behind: back to blocked.
                 let _ = core.cleanup_device(&dev.name);
