@@ -87,6 +87,14 @@ fn irq_resource(irq: of::GicIrq) -> IrqResource {
     IrqResource::new(irq.intid, trigger)
 }
 
+/// A `*-names` list, or none (said once) when it does not parse: the resources stay, unnamed.
+fn names_or_none(names: Result<Vec<&str>, of::DtError>) -> Vec<&str> {
+    names.unwrap_or_else(|e| {
+        log::warn!(target: "devmodel", "{e} (names ignored)");
+        Vec::new()
+    })
+}
+
 /// A platform device for `node`, or the reason it cannot be described.
 fn platform_device(node: &of::Node<'_>) -> Result<DeviceInfo, of::DtError> {
     let regs = node.reg()?;
@@ -95,7 +103,7 @@ fn platform_device(node: &of::Node<'_>) -> Result<DeviceInfo, of::DtError> {
     for c in node.compatible()? {
         info = info.with_compatible(c);
     }
-    let reg_names = node.reg_names().unwrap_or_default();
+    let reg_names = names_or_none(node.reg_names());
     for (i, r) in regs.iter().enumerate() {
         let mut m = MmioResource::new(r.start, r.size);
         if let Some(n) = reg_names.get(i) {
@@ -104,7 +112,7 @@ fn platform_device(node: &of::Node<'_>) -> Result<DeviceInfo, of::DtError> {
         info = info.with_mmio(m);
     }
     if node.has_property("interrupts") || node.has_property("interrupts-extended") {
-        let irq_names = node.interrupt_names().unwrap_or_default();
+        let irq_names = names_or_none(node.interrupt_names());
         for (i, irq) in node.gic_interrupts()?.into_iter().enumerate() {
             let mut r = irq_resource(irq);
             if let Some(n) = irq_names.get(i) {
