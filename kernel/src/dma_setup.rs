@@ -213,9 +213,13 @@ pub fn firmware_dma(
     }
 }
 
-fn report_msi_problem(log: &DevLog, fw: &FirmwareDma) {
+fn report_msi_problem(log: &DevLog, dev: &DeviceInfo, fw: &FirmwareDma) {
     if let Some(e) = &fw.msi_problem {
-        dev_warn!(log, "{e}; no MSIs for this device (INTx only)");
+        let wired = match dev.bus {
+            BusKind::Pci => "INTx",
+            BusKind::Platform => "wired interrupts",
+        };
+        dev_warn!(log, "{e}; no MSIs for this device ({wired} only)");
     }
 }
 
@@ -339,7 +343,7 @@ impl DmaHooks for KernelDmaHooks {
                 if fw.coherent { "" } else { "non-" }
             );
             let ops = dma_device(dev, &fw, None).map_err(fail)?;
-            report_msi_problem(&log, &fw);
+            report_msi_problem(&log, dev, &fw);
             return Ok(Some(ops));
         };
         let tree = of::boot_tree().ok_or_else(|| fail("no device tree"))?;
@@ -385,7 +389,7 @@ impl DmaHooks for KernelDmaHooks {
         );
         match dma_device(dev, &fw, Some(&configured)) {
             Ok(ops) => {
-                report_msi_problem(&log, &fw);
+                report_msi_problem(&log, dev, &fw);
                 Ok(Some(ops))
             }
             Err(e) => {
