@@ -29,7 +29,7 @@ const FUZZ_DIR: &str = "kernel/crates/of/fuzz";
 /// Every target, in the order they are reported.
 pub const TARGETS: &[&str] = &["dt_topology", "bus_model"];
 /// Seconds each target runs by default (targets run side by side, one per CPU).
-pub const DEFAULT_SECONDS: u64 = 45;
+pub const DEFAULT_SECONDS: u64 = 30;
 /// cargo-fuzz release line installed when missing.
 const CARGO_FUZZ_VERSION: &str = "0.13";
 /// Longest input (the QEMU trees are about 8 KiB once cut to their blocks).
