@@ -106,62 +106,93 @@ const BOOT_HEAP_SIZE: usize = 512 << 10;
 
 #[repr(C, align(4096))]
 struct BootArena([u8; BOOT_HEAP_SIZE]);
-static mut BOOT_ARENA: BootArena = BootArena([0; BOOT_HEAP_SIZE]);
+// Heap memory: not cleared at entry (the allocator hands out memory without promising zeroes).
+#[unsafe(link_section = ".noinit.boot_arena")]
+static mut BOOT_ARENA: core::mem::MaybeUninit<BootArena> = core::mem::MaybeUninit::uninit();
 
-/// The kernel heap: linked-list allocators behind a lock that masks IRQs (so interrupt handlers
-/// may allocate too). A small boot arena in BSS serves the device-tree parsing that has to happen
-/// before RAM is known; the main heap in RAM serves everything after `init`. Frees go back to
-/// whichever heap the address belongs to.
+/// The kernel heap, behind a lock that masks IRQs (so interrupt handlers may allocate too).
+/// Small layouts (up to 2 KiB) come from size-class free lists (`kheap`: constant time); the
+/// rest, and the chunks the classes split, from linked-list heaps: a small boot arena serves
+/// what has to happen before RAM is known (device-tree parsing), the main heap in RAM
+/// everything after `init`. Large frees go back to whichever heap the address belongs to.
 struct KernelHeap(IrqLock<Heaps>);
 
 struct Heaps {
+    small: kheap::SizeClasses,
+    large: LargeHeaps,
+}
+
+struct LargeHeaps {
     boot: Heap,
     main: Heap,
 }
 
+impl LargeHeaps {
+    fn alloc(&mut self, layout: Layout) -> Option<NonNull<u8>> {
+        if self.boot.size() == 0 {
+            // SAFETY: BOOT_ARENA is used only here, once, as the boot heap's memory.
+            unsafe {
+                self.boot
+                    .init(core::ptr::addr_of_mut!(BOOT_ARENA).cast(), BOOT_HEAP_SIZE)
+            };
+        }
+        let heap = if self.main.size() > 0 {
+            &mut self.main
+        } else {
+            &mut self.boot
+        };
+        heap.allocate_first_fit(layout).ok()
+    }
+
+    /// # Safety
+    /// `p` came from [`LargeHeaps::alloc`] with `layout`.
+    unsafe fn dealloc(&mut self, p: NonNull<u8>, layout: Layout) {
+        let heap = if contains(&self.main, p.as_ptr()) {
+            &mut self.main
+        } else {
+            &mut self.boot
+        };
+        // SAFETY: per the contract, from the heap that owns its address.
+        unsafe { heap.deallocate(p, layout) }
+    }
+}
+
 #[global_allocator]
 static HEAP: KernelHeap = KernelHeap(IrqLock::new(Heaps {
-    boot: Heap::empty(),
-    main: Heap::empty(),
+    small: kheap::SizeClasses::new(),
+    large: LargeHeaps {
+        boot: Heap::empty(),
+        main: Heap::empty(),
+    },
 }));
 
 fn contains(h: &Heap, p: *mut u8) -> bool {
     h.size() > 0 && p >= h.bottom() && p < h.top()
 }
 
-// SAFETY: allocation is serialised by the IRQ-masking lock; each linked-list heap hands out
-// disjoint blocks of its own region, and frees are routed to the heap that owns the address.
+// SAFETY: allocation is serialised by the IRQ-masking lock; size-class blocks come from chunks
+// the linked-list heaps gave up for good, each linked-list heap hands out disjoint blocks of
+// its own region, and frees are routed by layout (class) or address (heap) to their owner.
 unsafe impl GlobalAlloc for KernelHeap {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let mut h = self.0.lock();
-        if h.boot.size() == 0 {
-            // SAFETY: BOOT_ARENA is used only here, once, as the boot heap's memory.
-            unsafe {
-                h.boot
-                    .init(core::ptr::addr_of_mut!(BOOT_ARENA).cast(), BOOT_HEAP_SIZE)
-            };
-        }
-        let heaps = &mut *h;
-        let first = if heaps.main.size() > 0 {
-            &mut heaps.main
-        } else {
-            &mut heaps.boot
+        let Heaps { small, large } = &mut *h;
+        let block = match kheap::SizeClasses::class_of(layout) {
+            // SAFETY: chunks from the linked-list heaps are never freed there again.
+            Some(class) => unsafe { small.alloc(class, |chunk| large.alloc(chunk)) },
+            None => large.alloc(layout),
         };
-        first
-            .allocate_first_fit(layout)
-            .map_or(core::ptr::null_mut(), |p| p.as_ptr())
+        block.map_or(core::ptr::null_mut(), |p| p.as_ptr())
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         let Some(p) = NonNull::new(ptr) else { return };
         let mut h = self.0.lock();
-        let heap = if contains(&h.main, ptr) {
-            &mut h.main
-        } else {
-            &mut h.boot
-        };
-        // SAFETY: the caller returns a block this allocator handed out with this layout, from
-        // the heap that owns its address.
-        unsafe { heap.deallocate(p, layout) }
+        match kheap::SizeClasses::class_of(layout) {
+            // SAFETY: the caller returns a block allocated with this layout, hence this class.
+            Some(class) => unsafe { h.small.dealloc(class, p) },
+            // SAFETY: likewise, a large block from the linked-list heaps.
+            None => unsafe { h.large.dealloc(p, layout) },
+        }
     }
 }
 
@@ -276,6 +307,7 @@ pub fn init(dt: &DeviceTree, dtb: MemRange) -> Result<(), MmError> {
     unsafe {
         HEAP.0
             .lock()
+            .large
             .main
             .init(heap.base as *mut u8, heap.size as usize)
     };
@@ -370,12 +402,17 @@ fn build_page_tables(dt: &DeviceTree, ram: &[MemRange]) -> Result<(), MmError> {
 
 /// Allocates `2^order` zeroed frames.
 pub fn alloc_frames(order: u32) -> Option<PhysAddr> {
+    let pa = alloc_frames_unzeroed(order)?;
+    // SAFETY: the frames were free (owned by the allocator, mapped RAM) and are now ours.
+    unsafe { core::ptr::write_bytes(pa.0 as *mut u8, 0, (PAGE_SIZE << order) as usize) };
+    Some(pa)
+}
+
+/// Allocates `2^order` frames with whatever they held.
+pub fn alloc_frames_unzeroed(order: u32) -> Option<PhysAddr> {
     let frame = FRAMES.lock().alloc(1 << order)?;
     FRAMES_IN_USE.fetch_add(1 << order, Ordering::Relaxed);
-    let pa = frame as u64 * PAGE_SIZE;
-    // SAFETY: the frames were free (owned by the allocator, mapped RAM) and are now ours.
-    unsafe { core::ptr::write_bytes(pa as *mut u8, 0, (PAGE_SIZE << order) as usize) };
-    Some(PhysAddr(pa))
+    Some(PhysAddr(frame as u64 * PAGE_SIZE))
 }
 
 /// Frames currently allocated.
@@ -388,10 +425,11 @@ pub fn frames_total() -> u64 {
     FRAMES_TOTAL.load(Ordering::Relaxed)
 }
 
-/// Heap bytes in use.
+/// Heap bytes in use: large blocks, and small blocks at their class size (chunks the size
+/// classes hold but have not handed out do not count).
 pub fn heap_used() -> usize {
     let h = HEAP.0.lock();
-    h.boot.used() + h.main.used()
+    h.large.boot.used() + h.large.main.used() - h.small.reserved_bytes() + h.small.live_bytes()
 }
 
 /// The kernel's implementation of the driver-facing platform services.
@@ -403,6 +441,9 @@ pub static PLATFORM: KernelPlatform = KernelPlatform;
 impl kapi::platform::Platform for KernelPlatform {
     fn alloc_frames(&self, order: u32) -> Option<PhysAddr> {
         alloc_frames(order)
+    }
+    fn alloc_frames_unzeroed(&self, order: u32) -> Option<PhysAddr> {
+        alloc_frames_unzeroed(order)
     }
 
     unsafe fn free_frames(&self, pa: PhysAddr, order: u32) {
