@@ -18,7 +18,8 @@ static ON: AtomicBool = AtomicBool::new(false);
 static PERIOD_US: AtomicU64 = AtomicU64::new(0);
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 static DROPPED: AtomicU64 = AtomicU64::new(0);
-static SAMPLES: [AtomicU64; CAPACITY] = [const { AtomicU64::new(0) }; CAPACITY];
+/// Allocated when sampling starts (a static array would be cleared at every boot for nothing).
+static SAMPLES: spin::Once<Vec<AtomicU64>> = spin::Once::new();
 
 fn arm() {
     let period = Duration::from_micros(PERIOD_US.load(Ordering::Relaxed));
@@ -36,6 +37,7 @@ const MIN_PERIOD_US: u64 = 20;
 pub fn start(period_us: u64) {
     let period_us = period_us.max(MIN_PERIOD_US);
     PERIOD_US.store(period_us, Ordering::Relaxed);
+    SAMPLES.call_once(|| (0..CAPACITY).map(|_| AtomicU64::new(0)).collect());
     ON.store(true, Ordering::Relaxed);
     arm();
     log::info!(target: "profile", "sampling every {period_us} us");
@@ -47,7 +49,7 @@ pub fn sample(pc: u64) {
         return;
     }
     let i = NEXT.fetch_add(1, Ordering::Relaxed);
-    match SAMPLES.get(i) {
+    match SAMPLES.get().and_then(|s| s.get(i)) {
         Some(slot) => slot.store(pc, Ordering::Relaxed),
         None => {
             DROPPED.fetch_add(1, Ordering::Relaxed);
@@ -61,7 +63,9 @@ pub fn dump() {
         return;
     }
     let n = NEXT.load(Ordering::Relaxed).min(CAPACITY);
-    let mut pcs: Vec<u64> = SAMPLES[..n]
+    let mut pcs: Vec<u64> = SAMPLES
+        .get()
+        .map_or(&[][..], |s| &s[..n])
         .iter()
         .map(|s| s.load(Ordering::Relaxed))
         .collect();
