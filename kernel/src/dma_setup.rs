@@ -255,7 +255,8 @@ const BOUNCE_POOL_ORDER: u32 = 10; // 4 MiB
 
 /// Reads the DMA boot arguments and allocates the bounce pool. Call once, before devices bind.
 pub fn init(args: &bootargs::BootArgs) {
-    let bounce = kapi::dma_mem::Frames::alloc(BOUNCE_POOL_ORDER)
+    // Not cleared: every slot is written before a device sees it (see `dma::BouncePool`).
+    let bounce = kapi::dma_mem::Frames::alloc_unzeroed(BOUNCE_POOL_ORDER)
         .and_then(|f| dma::BouncePool::new(f).ok())
         .map(Arc::new);
     match &bounce {

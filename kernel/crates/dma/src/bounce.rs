@@ -1,5 +1,9 @@
 //! The bounce pool: memory allocated at boot where restricted devices can reach it, through
 //! which a direct-mapped device's out-of-reach buffers are copied.
+//!
+//! The pool is never cleared: a streaming slot is filled with the buffer's own bytes whatever
+//! the direction (so a device that writes less than the whole buffer hands back the buffer's
+//! bytes, not an earlier user's), and a coherent slot is zeroed when it is handed out.
 
 use addr::{Iova, PAGE_SIZE, PhysAddr, Range};
 use iova::IovaAllocator;

@@ -326,9 +326,10 @@ impl DmaDevice {
                         pool.free(slot, len);
                         return Err(unreachable);
                     };
-                    if dir.device_reads() {
-                        pool.write(slot, data);
-                    }
+                    // Whatever the direction: a device that writes less than the whole
+                    // buffer must leave the buffer's own bytes in the rest, not what an
+                    // earlier user left in the slot.
+                    pool.write(slot, data);
                     inc(&BOUNCED);
                     RawMapping {
                         addr: Iova(bus),

@@ -374,6 +374,13 @@ fn direct_devices_use_bus_addresses_and_bounce_what_they_cannot_reach() {
     );
     assert_eq!(r.into_buffer(), pattern(3000));
     assert_eq!(pool.slots_in_use(), 0);
+    // A device that writes nothing leaves the buffer as it was, not what the slot held.
+    let quiet = dev.map::<FromDevice>(vec![0x11; 3000]).unwrap();
+    assert_eq!(
+        quiet.into_buffer(),
+        vec![0x11; 3000],
+        "a bounce slot leaked old data"
+    );
     // Without a pool the same buffer is refused with a clear error.
     let no_pool = DmaDeviceBuilder::direct("0000:00:06.0", None)
         .bus(bus)

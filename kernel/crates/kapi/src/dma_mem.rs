@@ -43,6 +43,18 @@ impl Frames {
         })
     }
 
+    /// Allocates `2^order` frames without clearing them (see
+    /// [`Platform::alloc_frames_unzeroed`](platform::Platform::alloc_frames_unzeroed)).
+    pub fn alloc_unzeroed(order: u32) -> Option<Frames> {
+        let p = platform::get();
+        let pa = p.alloc_frames_unzeroed(order)?;
+        Some(Frames {
+            pa,
+            va: p.phys_to_virt(pa),
+            order,
+        })
+    }
+
     /// Allocates enough frames for `bytes` (rounded up to a power-of-two number of pages).
     pub fn alloc_bytes(bytes: u64) -> Option<Frames> {
         Self::alloc(order_for(bytes))

@@ -9,6 +9,13 @@ pub trait Platform: Sync {
     /// Allocates `2^order` physically contiguous, zeroed page frames aligned to their size.
     fn alloc_frames(&self, order: u32) -> Option<PhysAddr>;
 
+    /// Like [`Platform::alloc_frames`], but the contents are whatever was there (a previous
+    /// owner's data): for memory the caller always overwrites before anyone reads it. Saves
+    /// clearing large buffers nobody reads as zeroes.
+    fn alloc_frames_unzeroed(&self, order: u32) -> Option<PhysAddr> {
+        self.alloc_frames(order)
+    }
+
     /// Returns frames to the allocator.
     ///
     /// # Safety
