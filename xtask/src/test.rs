@@ -276,6 +276,13 @@ fn judge(s: &Scenario, r: &qemu::RunResult) -> Tally {
         if !ended {
             problems.push("no `KTEST END` line".into());
         }
+        // A filter that selects nothing (a typo, or a broken kernel) must not read as a pass.
+        if r.lines
+            .iter()
+            .any(|l| l.starts_with("KTEST START total=0 "))
+        {
+            problems.push("the filter selected no test".into());
+        }
         if !problems.is_empty() {
             t.failed.push((
                 s.name.clone(),
@@ -520,6 +527,18 @@ mod tests {
             t.failed,
             [("10_x/x::two".to_string(), "at f.rs:1: boom".to_string())]
         );
+        let none = judge(
+            &s,
+            &result(
+                &[
+                    "KTEST START total=0 filter=x::nope",
+                    "KTEST END pass=0 fail=0 skip=0",
+                ],
+                Some(0),
+            ),
+        );
+        assert_eq!(none.passed, 0);
+        assert!(none.failed[0].1.contains("selected no test"));
         let crashed = judge(&s, &result(&["a", "b", "KTEST RUN x::one"], Some(2)));
         assert_eq!(crashed.failed[0].0, "10_x/x::one");
         assert!(crashed.failed[1].1.contains("no `KTEST END`"));
