@@ -141,3 +141,39 @@ fn extreme_control_bytes_are_handled() {
         assert!(outcome.is_some(), "control bytes {byte:#x}");
     }
 }
+
+/// QEMU's tree with one property turned into `FDT_NOP` tokens, as QEMU does to nodes it
+/// replaces in a tree given with `-dtb`.
+fn qemu_with_nops(property: &str) -> Vec<u8> {
+    let mut blob = QEMU.to_vec();
+    let word = |b: &[u8], at: usize| u32::from_be_bytes(b[at..at + 4].try_into().unwrap());
+    let (structure, strings) = (word(&blob, 8) as usize, word(&blob, 12) as usize);
+    let (size, strings_size) = (word(&blob, 36) as usize, word(&blob, 32) as usize);
+    // A word 3 inside a value is not a token: its "name offset" may be anything.
+    let name_at = |off: usize| {
+        let s = blob
+            .get(strings + off..strings + strings_size)
+            .unwrap_or_default();
+        &s[..s.iter().position(|&b| b == 0).unwrap_or(0)]
+    };
+    let at = (structure..structure + size)
+        .step_by(4)
+        .find(|&at| {
+            word(&blob, at) == 3 && name_at(word(&blob, at + 8) as usize) == property.as_bytes()
+        })
+        .unwrap_or_else(|| panic!("no property {property}"));
+    let words = 3 + (word(&blob, at + 4) as usize).div_ceil(4);
+    for w in 0..words {
+        blob[at + 4 * w..at + 4 * w + 4].copy_from_slice(&4u32.to_be_bytes());
+    }
+    blob
+}
+
+#[test]
+fn a_tree_with_nops_is_used_as_the_kernel_uses_it() {
+    let blob = qemu_with_nops("kaslr-seed");
+    assert!(of::DeviceTree::parse(&blob).is_err());
+    topology::check(&blob);
+    let outcome = bus::run(&blob).expect("the copy without FDT_NOP parses");
+    assert!(outcome.bound.iter().any(|b| b == "9050000.smmuv3=iommu"));
+}

@@ -3,11 +3,30 @@
 //! answer. Errors are fine (most fuzz inputs are broken trees); panics and broken promises are
 //! not.
 
+use std::borrow::Cow;
+
 use addr::{Iova, PhysAddr};
-use of::{DeviceTree, DmaConstraint, IdMap, Node, RegEntry, pci_phys_hi};
+use of::{BlobProblem, DeviceTree, DmaConstraint, DtError, IdMap, Node, RegEntry, pci_phys_hi};
+
+/// The blob the kernel ends up parsing (`kernel/src/dt.rs`): the blob itself, or, when `parse`
+/// refuses it for an `FDT_NOP`, the compacted copy `of::without_nops` makes.
+pub fn boot_blob(blob: &[u8]) -> Cow<'_, [u8]> {
+    match DeviceTree::parse(blob) {
+        Err(DtError::Blob {
+            problem: BlobProblem::Nop,
+            ..
+        }) => match of::without_nops(blob) {
+            Ok(Some(copy)) => Cow::Owned(copy),
+            _ => Cow::Borrowed(blob),
+        },
+        _ => Cow::Borrowed(blob),
+    }
+}
 
 /// Runs the whole target on one input.
-pub fn check(blob: &[u8]) {
+pub fn check(input: &[u8]) {
+    check_without_nops(input);
+    let blob: &[u8] = &boot_blob(input);
     let topology = of::dma_topology(blob);
     let dt = match DeviceTree::parse(blob) {
         Ok(dt) => dt,
@@ -26,6 +45,40 @@ pub fn check(blob: &[u8]) {
     }
     if let Ok(topology) = topology {
         check_topology(&dt, &topology);
+    }
+}
+
+/// `of::without_nops` checks as `parse` does and, when it copies, leaves nothing to remove and
+/// nothing the blob checks refuse.
+fn check_without_nops(blob: &[u8]) {
+    let copy = of::without_nops(blob);
+    match DeviceTree::parse(blob) {
+        Ok(_) => assert_eq!(copy, Ok(None), "a copy of a blob without FDT_NOP"),
+        Err(DtError::Blob {
+            problem: BlobProblem::Nop,
+            ..
+        }) => assert_ne!(copy, Ok(None), "no copy of a blob with FDT_NOP"),
+        // Found after the blob checks, when the tree is indexed.
+        Err(DtError::Blob {
+            problem: BlobProblem::DuplicateNode(_) | BlobProblem::Inconsistent,
+            ..
+        }) => {}
+        Err(e @ DtError::Blob { .. }) => {
+            assert_eq!(copy, Err(e), "without_nops and parse disagree")
+        }
+        Err(_) => {}
+    }
+    let Ok(Some(copy)) = copy else { return };
+    assert_eq!(
+        of::without_nops(&copy),
+        Ok(None),
+        "FDT_NOP left in the copy"
+    );
+    if let Err(DtError::Blob { problem, offset }) = DeviceTree::parse(&copy) {
+        assert!(
+            matches!(problem, BlobProblem::DuplicateNode(_)),
+            "the copy is refused at {offset}: {problem:?}"
+        );
     }
 }
 

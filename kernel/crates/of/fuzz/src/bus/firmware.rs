@@ -20,6 +20,8 @@ use super::state::Shared;
 
 /// GITS_TRANSLATER's offset in the ITS register frame: the MSI doorbell (as the kernel adds it).
 const GITS_TRANSLATER: u64 = 0x1_0040;
+/// Cells in an IOMMU specifier the kernel's IOMMU core takes (one stream ID).
+const IOMMU_CELLS: u32 = 1;
 
 /// What a PCI host bridge's driver reads from its node.
 #[derive(Debug)]
@@ -41,10 +43,12 @@ pub struct NodeFacts {
     pub iommus: Result<Vec<PhandleArgs<String>>, String>,
     /// `iommu-map`, targets as paths.
     pub iommu_map: Result<Option<IdMap<String>>, String>,
-    /// `msi-map` (the kernel ignores a broken one).
-    pub msi_map: Option<IdMap<String>>,
+    /// `#iommu-cells` (for an IOMMU).
+    pub iommu_cells: Result<Option<u32>, String>,
+    /// `msi-map` (a broken one costs the device its MSIs, not its bind).
+    pub msi_map: Result<Option<IdMap<String>>, String>,
     /// The first `msi-parent` (likewise).
-    pub msi_parent: Option<PhandleArgs<String>>,
+    pub msi_parent: Result<Option<PhandleArgs<String>>, String>,
     /// Inherited coherence.
     pub coherent: Result<bool, String>,
     /// What the node reaches as a device.
@@ -89,11 +93,9 @@ impl NodeFacts {
             enabled: text(node.is_enabled()),
             iommus: text(node.iommus()).map(|l| l.iter().map(|e| e.map_target(path)).collect()),
             iommu_map: text(node.iommu_map()).map(|m| m.map(|m| m.map_targets(path))),
-            msi_map: node.msi_map().ok().flatten().map(|m| m.map_targets(path)),
-            msi_parent: node
-                .msi_parents()
-                .ok()
-                .and_then(|p| p.first().map(|p| p.map_target(path))),
+            iommu_cells: text(node.specifier_cells("#iommu-cells")),
+            msi_map: text(node.msi_map()).map(|m| m.map(|m| m.map_targets(path))),
+            msi_parent: text(node.msi_parents()).map(|p| p.first().map(|p| p.map_target(path))),
             coherent: text(node.dma_coherent()),
             dma: text(node.dma_constraint()),
             child_dma: text(node.child_dma_constraint()),
@@ -219,12 +221,37 @@ pub struct FirmwareDma {
     pub constraint: DmaConstraint,
     /// The MSI doorbell and DeviceID.
     pub msi: Option<(u64, u32)>,
+    /// Why the device has no MSIs although the tree describes them.
+    pub msi_problem: Option<String>,
     /// PCI host memory windows: never DMA targets.
     pub holes: usize,
 }
 
 fn facts<'f>(fw: &'f Firmware, path: &str) -> Result<&'f NodeFacts, String> {
     fw.node(path).ok_or_else(|| format!("no node {path}"))
+}
+
+/// A value the kernel uses when it parses, and reports (without failing) when it does not.
+fn split<T: Clone>(r: &Result<T, String>) -> (Option<T>, Option<String>) {
+    match r {
+        Ok(v) => (Some(v.clone()), None),
+        Err(e) => (None, Some(e.clone())),
+    }
+}
+
+/// The kernel's `check_iommu_cells`: the IOMMU core holds one-cell specifiers only.
+fn check_iommu_cells(fw: &Firmware, iommu: &str, user: &str, property: &str) -> Result<(), String> {
+    let cells = facts(fw, iommu)?.iommu_cells.clone()?;
+    if cells == Some(IOMMU_CELLS) {
+        return Ok(());
+    }
+    let found = match cells {
+        Some(n) => format!("{n} cells where {IOMMU_CELLS} is expected (a stream ID)"),
+        None => String::from("missing"),
+    };
+    Err(format!(
+        "{iommu}: #iommu-cells: {found}, as used by {user}: {property}"
+    ))
 }
 
 /// The kernel's `firmware_dma`.
@@ -241,6 +268,7 @@ pub fn firmware_dma(
                     coherent: false,
                     constraint: DmaConstraint::Unrestricted,
                     msi: None,
+                    msi_problem: None,
                     holes: 0,
                 });
             };
@@ -254,14 +282,16 @@ pub fn firmware_dma(
                             "{node}: iommus: entries name different IOMMUs, which is not supported"
                         ));
                     }
+                    check_iommu_cells(fw, &first.target, node, "iommus")?;
                     let ids = entries
                         .iter()
-                        .map(|e| e.args.first().copied().unwrap_or(0))
+                        .flat_map(|e| e.args.first().copied())
                         .collect();
                     Some((first.target.clone(), ids))
                 }
             };
-            let msi = f.msi_parent.as_ref().and_then(|m| {
+            let (parent, msi_problem) = split(&f.msi_parent);
+            let msi = parent.flatten().and_then(|m| {
                 let doorbell = fw.node(&m.target)?.doorbell?;
                 Some((doorbell, m.args.first().copied()?))
             });
@@ -270,6 +300,7 @@ pub fn firmware_dma(
                 coherent: f.coherent.clone()?,
                 constraint: f.dma.clone()?,
                 msi,
+                msi_problem,
                 holes: 0,
             })
         }
@@ -283,11 +314,19 @@ pub fn firmware_dma(
                 .payload::<FakeFunction>()
                 .ok_or("a PCI device without its function")?
                 .rid;
-            let iommu = f.iommu_map.clone()?.and_then(|m| {
-                m.translate(u32::from(rid))
-                    .map(|(n, id)| (n.clone(), vec![id]))
-            });
-            let msi = f.msi_map.as_ref().and_then(|m| {
+            let iommu = match f
+                .iommu_map
+                .clone()?
+                .and_then(|m| m.translate(u32::from(rid)).map(|(n, id)| (n.clone(), id)))
+            {
+                Some((iommu, id)) => {
+                    check_iommu_cells(fw, &iommu, host, "iommu-map")?;
+                    Some((iommu, vec![id]))
+                }
+                None => None,
+            };
+            let (map, msi_problem) = split(&f.msi_map);
+            let msi = map.flatten().and_then(|m| {
                 let (controller, id) = m.translate(u32::from(rid))?;
                 Some((fw.node(controller)?.doorbell?, id))
             });
@@ -305,6 +344,7 @@ pub fn firmware_dma(
                 coherent: f.coherent.clone()?,
                 constraint: f.child_dma.clone()?,
                 msi,
+                msi_problem,
                 holes,
             })
         }
@@ -345,16 +385,17 @@ impl DmaHooks for FirmwareHooks {
     ) -> Result<Option<DmaState>, ProbeError> {
         let mut shared = self.shared.lock().expect("shared state");
         shared.spend_attempt();
-        let firmware = firmware_dma(&self.fw, dev, ancestors).map_err(ProbeError::failed)?;
+        let firmware = firmware_dma(&self.fw, dev, ancestors).map_err(fail)?;
         if let Some((iommu, _)) = &firmware.iommu {
             match fw_enabled(&self.fw, iommu) {
                 Ok(true) => {}
+                // Deferred for good, without untranslated DMA.
                 Ok(false) => {
-                    return Err(ProbeError::Defer(
-                        DeferReason::new(format!("iommu {iommu} is disabled")).on_node(iommu),
-                    ));
+                    return Err(ProbeError::Defer(DeferReason::new(format!(
+                        "iommu {iommu} is disabled: device left blocked, not given untranslated DMA"
+                    ))));
                 }
-                Err(e) => return Err(ProbeError::failed(e)),
+                Err(e) => return Err(fail(e)),
             }
             if !shared.live_iommus.contains(iommu) {
                 return Err(ProbeError::waiting_for("iommu", iommu));
@@ -380,6 +421,11 @@ impl DmaHooks for FirmwareHooks {
         );
         self.shared.lock().expect("shared state").cleanup(&dev.name);
     }
+}
+
+/// A failed DMA set-up, worded as the kernel's.
+fn fail(e: String) -> ProbeError {
+    ProbeError::failed(format!("{e}; device left blocked"))
 }
 
 fn fw_enabled(fw: &Firmware, node: &str) -> Result<bool, String> {

@@ -1,7 +1,8 @@
 //! The `bus_model` target: the bus model fed by a fuzzed device tree.
 //!
 //! One input is a blob plus control bytes (see [`crate::choices`]). The run:
-//! 1. platform devices from the tree, exactly as the kernel walks it ([`firmware`]);
+//! 1. platform devices from the tree (with `FDT_NOP`s removed as the kernel removes them),
+//!    exactly as the kernel walks it ([`firmware`]);
 //! 2. devices added and the fake drivers ([`drivers`]) registered in an order the control bytes
 //!    choose (default: devices first, drivers in the kernel's order), each probe ending as
 //!    planned (bind, fail, decline, defer), PCI host bridges adding a planned set of functions;
@@ -52,7 +53,8 @@ struct Model {
 /// when the blob does not parse.
 pub fn run(input: &[u8]) -> Option<Outcome> {
     let (blob, mut choices) = Choices::split(input);
-    let dt = DeviceTree::parse(blob).ok()?;
+    let blob = crate::topology::boot_blob(blob);
+    let dt = DeviceTree::parse(&blob).ok()?;
     let fw = Arc::new(Firmware::of(&dt));
     let found = platform_devices(&dt);
     let shared = Arc::new(Mutex::new(Shared::default()));
