@@ -696,10 +696,18 @@ fn smmuv3_domain_unmap_gathers_and_sync_issues_the_planned_tlbis() {
     assert_eq!((s.tlbi_commands, s.syncs), (1, 1));
     assert!(s.last_flush.is_some_and(|f| f.leaf && !f.whole_asid));
     assert_eq!(d.iova_to_phys(Iova(0x10_1000)), None);
-    // The rest: the level-3..1 tables empty out, so walk caches go too (Leaf = 0, TTL = 0).
+    // The rest, page by page: the emptied tables stay for the next map, so leaf TLBIs do.
     fake.clear_log();
     d.unmap(Iova(0x10_0000), 0x1000);
     d.unmap(Iova(0x10_2000), 0x2000);
+    d.iotlb_sync();
+    let t = tlbis(&fake.commands());
+    assert!(!t.is_empty() && t.iter().all(|c| c[1] & 1 == 1), "{t:?}");
+    assert_eq!(d.table_pages(), 4);
+    // An unmap of the first level-0 entry's span takes its tables, so walk caches go too
+    // (Leaf = 0, TTL = 0).
+    fake.clear_log();
+    assert_eq!(d.unmap(Iova(0), 512 << 30), 0);
     assert_eq!(d.table_pages(), 4, "freed tables are held until the sync");
     d.iotlb_sync();
     let t = tlbis(&fake.commands());

@@ -72,7 +72,8 @@ ktests! {
 
     /// A domain maps and translates; unmap issues nothing until iotlb_sync, which issues one
     /// TLBI per planned command (one for a single page, Leaf = 1) and one CMD_SYNC; unmapping
-    /// the rest frees the tables (Leaf = 0); dropping the domain returns its ASID.
+    /// the rest page by page leaves the tables; unmapping their span frees them (Leaf = 0);
+    /// dropping the domain returns its ASID.
     fn domain_maps_and_unmaps_with_the_planned_tlbis() -> ktest::Result {
         let Some(s) = live() else { skip!("no SMMUv3 bound") };
         let asids = s.asids_in_use();
@@ -94,6 +95,11 @@ ktests! {
         kassert_eq!(d.iova_to_phys(Iova(0x10_1000)), None);
         d.unmap(Iova(0x10_0000), 0x1000);
         d.unmap(Iova(0x10_2000), 0x2000);
+        d.iotlb_sync();
+        kassert!(d.stats().last_flush.is_some_and(|f| f.leaf), "{:?}", d.stats());
+        kassert_eq!(d.table_pages(), 4, "emptied tables stay for the next map");
+        // An unmap of the level-0 entry's whole span takes them (Leaf = 0: walk caches too).
+        d.unmap(Iova(0), 512 << 30);
         d.iotlb_sync();
         kassert!(d.stats().last_flush.is_some_and(|f| !f.leaf), "{:?}", d.stats());
         kassert_eq!(d.table_pages(), 1);

@@ -9,6 +9,8 @@
 //! range is cleaned to the point of coherency.
 
 use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+use core::cell::Cell;
 
 use io_pgtable::TableMemory;
 use kapi::dma_mem::Frames;
@@ -22,11 +24,24 @@ use crate::hw::Coherency;
 /// allocator. Bounded, and released when the domain goes.
 const SPARE_PAGES: usize = 16;
 
+/// How many recent page lookups are remembered: a walk touches one table per level, and a map
+/// or unmap walks the same four again and again.
+const RECENT: usize = 4;
+/// Never a table page's address (not page aligned): an empty `recent` entry.
+const NO_PAGE: PhysAddr = PhysAddr(u64::MAX);
+
 /// Table pages of one page table.
 #[derive(Debug)]
 pub struct FramesTableMemory {
-    pages: BTreeMap<PhysAddr, Frames>,
-    spare: alloc::vec::Vec<Frames>,
+    /// The pages, by slot; a slot whose page was freed is `None` until reused.
+    slots: Vec<Option<Frames>>,
+    free_slots: Vec<usize>,
+    /// Slot of each page.
+    by_address: BTreeMap<PhysAddr, usize>,
+    /// The last pages looked up, so the walk in progress skips `by_address`.
+    recent: [Cell<(PhysAddr, usize)>; RECENT],
+    recent_next: Cell<usize>,
+    spare: Vec<Frames>,
     coherency: Coherency,
 }
 
@@ -34,26 +49,45 @@ impl FramesTableMemory {
     /// No pages yet; walks are coherent or not as `coherency` says.
     pub fn new(coherency: Coherency) -> Self {
         Self {
-            pages: BTreeMap::new(),
-            spare: alloc::vec::Vec::new(),
+            slots: Vec::new(),
+            free_slots: Vec::new(),
+            by_address: BTreeMap::new(),
+            recent: [const { Cell::new((NO_PAGE, 0)) }; RECENT],
+            recent_next: Cell::new(0),
+            spare: Vec::new(),
             coherency,
         }
     }
 
     /// Pages currently held.
     pub fn pages(&self) -> usize {
-        self.pages.len()
+        self.by_address.len()
     }
 
     /// Leaks every page: they are never reused. For teardown when the SMMU could not be
     /// stopped from walking them.
     pub fn leak(self) {
-        for (_, frames) in self.pages {
+        for frames in self.slots.into_iter().flatten() {
             core::mem::forget(frames);
         }
         for frames in self.spare {
             core::mem::forget(frames);
         }
+    }
+
+    /// The page at `table`, if this memory holds it.
+    fn page(&self, table: PhysAddr) -> Option<&Frames> {
+        let slot = match self.recent.iter().find(|r| r.get().0 == table) {
+            Some(r) => r.get().1,
+            None => {
+                let slot = *self.by_address.get(&table)?;
+                let next = self.recent_next.get();
+                self.recent[next].set((table, slot));
+                self.recent_next.set((next + 1) % RECENT);
+                slot
+            }
+        };
+        self.slots[slot].as_ref()
     }
 }
 
@@ -70,16 +104,34 @@ impl TableMemory for FramesTableMemory {
         // The zeroes must reach memory before the page can be linked and walked.
         self.coherency.publish(&frames, 0, PAGE_SIZE);
         let pa = frames.pa();
-        self.pages.insert(pa, frames);
+        let slot = match self.free_slots.pop() {
+            Some(slot) => {
+                self.slots[slot] = Some(frames);
+                slot
+            }
+            None => {
+                self.slots.push(Some(frames));
+                self.slots.len() - 1
+            }
+        };
+        self.by_address.insert(pa, slot);
         Some(pa)
     }
 
     fn free_table(&mut self, table: PhysAddr) {
         // io-pgtable frees only pages no walk can reach any more (after the invalidation): they
         // may be reused, or returned to the allocator by dropping them.
-        let freed = self.pages.remove(&table);
-        debug_assert!(freed.is_some(), "free of unknown table page {table}");
-        if let Some(f) = freed
+        let Some(slot) = self.by_address.remove(&table) else {
+            debug_assert!(false, "free of unknown table page {table}");
+            return;
+        };
+        for r in &self.recent {
+            if r.get().0 == table {
+                r.set((NO_PAGE, 0));
+            }
+        }
+        self.free_slots.push(slot);
+        if let Some(f) = self.slots[slot].take()
             && self.spare.len() < SPARE_PAGES
         {
             self.spare.push(f);
@@ -88,20 +140,21 @@ impl TableMemory for FramesTableMemory {
 
     fn read(&self, table: PhysAddr, index: usize) -> u64 {
         // An unknown page would be an io-pgtable bug; read it as an invalid descriptor.
-        self.pages
-            .get(&table)
-            .map_or(0, |f| f.read_u64(index as u64 * 8))
+        self.page(table).map_or(0, |f| f.read_u64(index as u64 * 8))
     }
 
     fn write(&mut self, table: PhysAddr, index: usize, value: u64) {
-        match self.pages.get(&table) {
+        match self.page(table) {
             Some(f) => f.write_u64(index as u64 * 8, value),
             None => debug_assert!(false, "write to unknown table page {table}"),
         }
     }
 
     fn sync(&mut self, table: PhysAddr, first: usize, count: usize) {
-        if let Some(f) = self.pages.get(&table) {
+        if self.coherency.is_coherent() {
+            return;
+        }
+        if let Some(f) = self.page(table) {
             self.coherency
                 .publish(f, first as u64 * 8, count as u64 * 8);
         }
@@ -140,6 +193,9 @@ mod tests {
         let c = mem.alloc_table().unwrap();
         assert_eq!(c, a, "the spare page is reused");
         assert_eq!(mem.read(c, 511), 0, "and zeroed before it is");
+        // Looked up afresh, not through what was remembered of the freed page.
+        mem.write(c, 3, 7);
+        assert_eq!(mem.read(c, 3), 7);
         drop(mem);
         assert_eq!(platform.frames_in_use(), before);
     }
@@ -162,11 +218,9 @@ mod tests {
             table.translate(Iova(0x10_2345)),
             Some(PhysAddr(0x4000_2345))
         );
+        // An unmap of the whole first level-0 entry, so the tables below go too.
         let mut gather = Gather::new();
-        assert_eq!(
-            table.unmap(Iova(0x10_0000), 0x4000, &mut gather),
-            Ok(0x4000)
-        );
+        assert_eq!(table.unmap(Iova(0), 512 << 30, &mut gather), Ok(0x4000));
         assert!(gather.tables_to_free() > 0);
         table.flush(gather, |_| Ok::<(), ()>(())).unwrap();
         assert_eq!(table.tables_in_use(), 1);

@@ -228,11 +228,15 @@ impl<M: TableMemory, A: Address> PageTable<M, A> {
         if prot.executable && (prot.writable || prot.memory == MemoryType::Device) {
             return Err(PageTableError::UnsupportedProt(prot));
         }
+        let attributes = descriptor::leaf_attributes(self.config.flavour, prot);
+        if size == PAGE_SIZE && self.map_page_fast(input.raw(), output, attributes) {
+            return Ok(());
+        }
         let request = MapRequest {
             start: input.raw(),
             end: input.raw() + size,
             output: output.0,
-            attributes: descriptor::leaf_attributes(self.config.flavour, prot),
+            attributes,
         };
         // Two passes so that a failure leaves no partial mapping behind: the first checks the
         // whole range and allocates every table it needs, the second only writes leaves.
@@ -262,6 +266,9 @@ impl<M: TableMemory, A: Address> PageTable<M, A> {
             _ => gather.owner = Some(self.id),
         }
         let (start, end) = (input.raw(), input.raw() + size);
+        if size == PAGE_SIZE && self.unmap_page_fast(start, gather) {
+            return Ok(PAGE_SIZE);
+        }
         let mut work = Unmapping {
             gather,
             spare_tables: Vec::new(),
@@ -355,6 +362,70 @@ impl<M: TableMemory, A: Address> PageTable<M, A> {
     // ---------------------------------------------------------------------------------------
     // Internals
 
+    /// The level-3 table that holds `input`'s entry when every table above it is linked
+    /// (nothing pending), `None` otherwise.
+    fn last_level_table(&self, input: u64) -> Option<PhysAddr> {
+        let mut table = self.root;
+        for level in self.start_level..LAST_LEVEL {
+            let raw = self
+                .memory
+                .read(table, descriptor::table_index(input, level));
+            match descriptor::decode(raw, level) {
+                Descriptor::Table(next) => table = next,
+                _ => return None,
+            }
+        }
+        Some(table)
+    }
+
+    /// The common DMA case, one 4 KiB page into tables that exist: one walk, one store, no
+    /// allocation. False (nothing done) when the general path is needed: a table missing or
+    /// pending, a block in the way, the entry taken (the general path reports it), or 4 KiB
+    /// leaves disabled.
+    fn map_page_fast(&mut self, input: u64, output: PhysAddr, attributes: u64) -> bool {
+        if !self.config.page_sizes.contains(PAGE_SIZE) {
+            return false;
+        }
+        let Some(table) = self.last_level_table(input) else {
+            return false;
+        };
+        let index = descriptor::table_index(input, LAST_LEVEL);
+        if descriptor::decode(self.memory.read(table, index), LAST_LEVEL) != Descriptor::Invalid {
+            return false;
+        }
+        self.memory.write(
+            table,
+            index,
+            descriptor::leaf(output, LAST_LEVEL, attributes),
+        );
+        self.memory.sync(table, index, 1);
+        self.count_entries(table, 1, 0);
+        self.mapped_bytes += PAGE_SIZE;
+        true
+    }
+
+    /// The common DMA case, one 4 KiB page: one walk, one store, the leaf gathered (its table
+    /// stays, see `unmap_level`). False (nothing done) when the general path is needed: no
+    /// page there, a block to split, or a pending table.
+    fn unmap_page_fast(&mut self, input: u64, gather: &mut Gather<A>) -> bool {
+        let Some(table) = self.last_level_table(input) else {
+            return false;
+        };
+        let index = descriptor::table_index(input, LAST_LEVEL);
+        if !matches!(
+            descriptor::decode(self.memory.read(table, index), LAST_LEVEL),
+            Descriptor::Leaf { .. }
+        ) {
+            return false;
+        }
+        self.memory.write(table, index, 0);
+        self.memory.sync(table, index, 1);
+        self.count_entries(table, 0, 1);
+        gather.add_leaves(input, input + PAGE_SIZE, LAST_LEVEL);
+        self.mapped_bytes -= PAGE_SIZE;
+        true
+    }
+
     fn check_input_range(&self, input: A, size: u64) -> Result<(), PageTableError<A>> {
         if size == 0 {
             return Err(PageTableError::ZeroSize);
@@ -396,6 +467,9 @@ impl<M: TableMemory, A: Address> PageTable<M, A> {
     }
 
     fn count_entries(&mut self, table: PhysAddr, added: usize, removed: usize) {
+        if added == removed {
+            return;
+        }
         let count = self
             .entry_counts
             .get_mut(&table)
@@ -548,7 +622,11 @@ impl<M: TableMemory, A: Address> PageTable<M, A> {
                 Descriptor::Table(child) => {
                     removed +=
                         self.unmap_level(child, level + 1, slot.start, slot.end, visible, work);
-                    if self.entry_counts.get(&child) == Some(&0) {
+                    // A table goes only with an unmap of its whole span. One emptied by
+                    // smaller unmaps stays linked: the next map nearby needs it again (a DMA
+                    // domain maps and unmaps the same few IOVAs all day), and `destroy` or
+                    // an unmap of the span frees it.
+                    if slot.covers_entry() && self.entry_counts.get(&child) == Some(&0) {
                         self.memory.write(table, slot.index, 0);
                         touched.add(slot.index);
                         cleared += 1;
