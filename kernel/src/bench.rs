@@ -124,6 +124,7 @@ pub fn run(selected: &[String]) -> bool {
     for u in &unknown {
         log::warn!(target: "bench", "unknown case `{u}` (known: {})", CASES.join(", "));
     }
+    crate::profile::restart();
     if wants("sha256") {
         let data = vec![0x5au8; 1 << 20];
         let start = Instant::now();

@@ -205,6 +205,16 @@ impl DeviceTree {
             .map(|r| MemRange::from(*r))
     }
 
+    /// The EL1 physical timer's interrupt (the second of the timer node's four: secure
+    /// physical, non-secure physical, virtual, hypervisor).
+    pub fn physical_timer_irq(&self) -> Option<IrqLine> {
+        let irqs = self
+            .enabled_compatible("arm,armv8-timer")?
+            .gic_interrupts()
+            .ok()?;
+        irqs.get(1).copied().map(irq_line)
+    }
+
     /// The EL1 virtual timer's interrupt (third entry of the `arm,armv8-timer` node).
     pub fn virtual_timer_irq(&self) -> Option<IrqLine> {
         let irqs = self

@@ -107,7 +107,7 @@ fn boot(dtb_pa: u64, entry_el: u64) -> ExitCode {
     kapi::platform::install(&mm::PLATFORM);
     timeline::mark(timeline::Mark::Memory);
 
-    if let Err(e) = init_interrupts(&dt) {
+    if let Err(e) = init_interrupts(&dt, args.profile_us.is_some()) {
         log::error!(target: "kernel", "interrupts unavailable: {e}");
         return ExitCode::Failure;
     }
@@ -162,7 +162,7 @@ fn boot(dtb_pa: u64, entry_el: u64) -> ExitCode {
     }
 }
 
-fn init_interrupts(dt: &dt::DeviceTree) -> Result<(), String> {
+fn init_interrupts(dt: &dt::DeviceTree, profile: bool) -> Result<(), String> {
     let (gicd, gicr) = dt
         .gic_v3()
         .ok_or("no arm,gic-v3 node with distributor and redistributor reg")?;
@@ -197,6 +197,12 @@ fn init_interrupts(dt: &dt::DeviceTree) -> Result<(), String> {
             kapi::msi::set_domain(Arc::new(msi::ItsMsi(its)));
         }
         None => log::warn!(target: "gicv3", "no ITS in the device tree: MSIs unavailable"),
+    }
+    if profile {
+        match dt.physical_timer_irq() {
+            Some(line) => profile::prepare(&gic, line),
+            None => log::warn!(target: "profile", "no physical-timer interrupt in the device tree"),
+        }
     }
     kapi::irq::set_chip(Arc::new(gic));
     let line = dt

@@ -1,6 +1,11 @@
 //! `cargo xtask profile`: boots with the kernel's sampling profiler on (`profile=<us>`), by
 //! default under `-icount` so samples are spaced by instruction count, and prints the functions
 //! the samples fall in, symbolized with `llvm-nm` from the kernel ELF.
+//!
+//! The kernel samples on an FIQ that IRQ masking does not hold back, so time inside locked
+//! sections is attributed where it is spent. With `bench=...` only the bench cases are kept
+//! (the boot before them is dropped); without it, the profile covers the boot from interrupt
+//! set-up on (use a `ktest=` filter that selects nothing to stop right after the devices bind).
 
 use std::process::{Command, ExitCode};
 use std::time::Duration;
@@ -13,11 +18,12 @@ use crate::{kbuild, setup, target_dir};
 /// Arguments of `profile`.
 #[derive(clap::Args, Debug)]
 pub struct ProfileArgs {
-    /// What to run while sampling (kernel command line), e.g. `bench=dma_map_unmap_4k`.
+    /// What to run while sampling (kernel command line), e.g. `bench=dma_map_unmap_4k`; only
+    /// the bench cases are kept when `bench=` is given.
     #[arg(long, default_value = "bench=all")]
     pub append: String,
-    /// Sampling period in microseconds of guest time (at least 20: a sampling interrupt costs
-    /// a few thousand instructions itself).
+    /// Sampling period in microseconds of guest time (at least 5; the FIQ handler costs about
+    /// twenty instructions, but every sample is an exit from QEMU's translated code).
     #[arg(long, default_value_t = 50)]
     pub period_us: u64,
     /// Machine profile.

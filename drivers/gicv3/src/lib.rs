@@ -64,6 +64,8 @@ pub trait CpuInterface: Send + Sync {
     fn set_binary_point(&self, value: u8);
     /// Writes ICC_IGRPEN1_EL1.
     fn enable_group1(&self, enable: bool);
+    /// Writes ICC_IGRPEN0_EL1 (Group 0: FIQs, see [`GicV3::route_private_to_fiq`]).
+    fn enable_group0(&self, enable: bool);
     /// Reads ICC_IAR1_EL1 (acknowledges the highest-priority pending Group 1 interrupt).
     fn acknowledge(&self) -> u32;
     /// Writes ICC_EOIR1_EL1.
@@ -149,6 +151,10 @@ pub enum GicError {
     NoFreeEvent { device_id: u32 },
     /// The vector is not mapped on this device.
     NotMapped { intid: u32 },
+    /// Only private interrupts (SGIs, PPIs) can be routed to FIQ by this driver.
+    NotPrivate { intid: u32 },
+    /// The GIC has two security states (GICD_CTLR.DS = 0): Group 0 belongs to the secure side.
+    Group0Secure,
 }
 
 impl From<MmioError> for GicError {
@@ -211,6 +217,12 @@ impl fmt::Display for GicError {
                 write!(f, "DeviceID {device_id:#x} has no free EventID")
             }
             GicError::NotMapped { intid } => write!(f, "LPI {intid} is not mapped on this device"),
+            GicError::NotPrivate { intid } => {
+                write!(f, "INTID {intid} is not a private interrupt (SGI or PPI)")
+            }
+            GicError::Group0Secure => f.write_str(
+                "the GIC has security states: Group 0 (FIQ) belongs to the secure world",
+            ),
         }
     }
 }
@@ -319,6 +331,30 @@ impl GicV3 {
     /// The ITS, once [`GicV3::add_its`] succeeded.
     pub fn its(&self) -> Option<&Arc<Its>> {
         self.its.as_ref()
+    }
+
+    /// Makes private interrupt `intid` a Group 0 interrupt of priority `priority` and enables
+    /// it. Without security states (GICD_CTLR.DS = 1, QEMU `virt` without `secure=on`) Group 0
+    /// is signalled as FIQ, which masking IRQs (PSTATE.I, what the kernel's locks do) does not
+    /// hold back: a sampling profiler on it sees inside IRQ-masked code. Its handler must
+    /// acknowledge through ICC_IAR0_EL1 and end through ICC_EOIR0_EL1, not the IRQ path.
+    pub fn route_private_to_fiq(&self, intid: u32, priority: u8) -> Result<(), GicError> {
+        if !Self::is_private(intid) {
+            return Err(GicError::NotPrivate { intid });
+        }
+        if !self.gicd.CTLR.is_set(GICD_CTLR::DS) {
+            return Err(GicError::Group0Secure);
+        }
+        let bit = 1 << intid;
+        // Disabled while its group and priority change.
+        self.sgi.ICENABLER0.set(bit);
+        self.sgi.IGROUPR0.set(self.sgi.IGROUPR0.get() & !bit);
+        self.sgi.IPRIORITYR[intid as usize].set(priority);
+        self.gicd.CTLR.modify(GICD_CTLR::EnableGrp0::SET);
+        self.wait_gicd_rwp()?;
+        self.cpu.enable_group0(true);
+        self.sgi.ISENABLER0.set(bit);
+        Ok(())
     }
 
     fn wait_gicd_rwp(&self) -> Result<(), GicError> {

@@ -26,6 +26,7 @@ fn init_wakes_the_matching_redistributor_and_enables_group1() {
         sre: false,
         pmr: 0,
         grp1: false,
+        grp0: false,
         eois: Vec::new(),
     });
     let (gicd, gicr) = regions();
@@ -58,6 +59,7 @@ fn missing_redistributor_is_reported() {
         sre: false,
         pmr: 0,
         grp1: false,
+        grp0: false,
         eois: Vec::new(),
     });
     let (gicd, gicr) = regions();
@@ -71,6 +73,7 @@ fn configure_sets_trigger_and_route_and_rejects_unknown_lines() {
         sre: false,
         pmr: 0,
         grp1: false,
+        grp0: false,
         eois: Vec::new(),
     });
     let (gicd, gicr) = regions();
@@ -257,4 +260,43 @@ fn lpis_are_refused_by_irqchip_until_allocated() {
     lpis.free(intid);
     // The SPI/PPI paths are unchanged: INTIDs between the SPIs and the LPIs do not exist.
     assert_eq!(gic.configure(edge(4000)), Err(IrqError::InvalidLine(4000)));
+}
+
+#[test]
+fn a_private_interrupt_can_be_routed_to_fiq_without_security_states() {
+    static REC: Mutex<Recorded> = Mutex::new(Recorded {
+        sre: false,
+        pmr: 0,
+        grp1: false,
+        grp0: false,
+        eois: Vec::new(),
+    });
+    let (gicd, gicr) = gic_regions();
+    let gic = GicV3::new(&gicd, &gicr, Box::new(FakeCpu(&REC, 0))).unwrap();
+    // With security states, Group 0 is not ours.
+    assert_eq!(
+        gic.route_private_to_fiq(30, 0x10),
+        Err(GicError::Group0Secure)
+    );
+    assert!(!REC.lock().unwrap().grp0);
+    gicd.write32(0, gicd.read32(0).unwrap() | (1 << 6)).unwrap(); // DS: one security state
+    assert_eq!(
+        gic.route_private_to_fiq(40, 0x10),
+        Err(GicError::NotPrivate { intid: 40 })
+    );
+    gic.route_private_to_fiq(30, 0x10).unwrap();
+    let sgi = FRAME_SIZE;
+    assert_eq!(
+        gicr.read32(sgi + 0x80).unwrap(),
+        u32::MAX & !(1 << 30),
+        "PPI 30 in Group 0, the rest Group 1"
+    );
+    assert_eq!(gicr.read8(sgi + 0x400 + 30).unwrap(), 0x10);
+    assert_eq!(
+        gicr.read32(sgi + 0x100).unwrap() & (1 << 30),
+        1 << 30,
+        "enabled"
+    );
+    assert_eq!(gicd.read32(0).unwrap() & 0b11, 0b11, "both groups enabled");
+    assert!(REC.lock().unwrap().grp0);
 }

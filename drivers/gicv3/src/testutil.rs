@@ -46,6 +46,7 @@ pub struct Recorded {
     pub sre: bool,
     pub pmr: u8,
     pub grp1: bool,
+    pub grp0: bool,
     pub eois: Vec<u32>,
 }
 
@@ -61,6 +62,9 @@ impl CpuInterface for FakeCpu {
     fn set_binary_point(&self, _: u8) {}
     fn enable_group1(&self, enable: bool) {
         self.0.lock().unwrap().grp1 = enable;
+    }
+    fn enable_group0(&self, enable: bool) {
+        self.0.lock().unwrap().grp0 = enable;
     }
     fn acknowledge(&self) -> u32 {
         1023

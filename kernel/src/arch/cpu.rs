@@ -84,6 +84,12 @@ impl gicv3::CpuInterface for GicCpuInterface {
             asm!("msr S3_0_C12_C12_7, {}", "isb", in(reg) u64::from(enable), options(nostack))
         };
     }
+    fn enable_group0(&self, enable: bool) {
+        // SAFETY: ICC_IGRPEN0_EL1 (S3_0_C12_C12_6) enables Group 0 (FIQ) signalling to this CPU.
+        unsafe {
+            asm!("msr S3_0_C12_C12_6, {}", "isb", in(reg) u64::from(enable), options(nostack))
+        };
+    }
     fn acknowledge(&self) -> u32 {
         let v: u64;
         // SAFETY: reading ICC_IAR1_EL1 (S3_0_C12_C12_0) acknowledges an interrupt; the caller

@@ -7,6 +7,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use esr::Esr;
 
 core::arch::global_asm!(include_str!("vectors.S"));
+core::arch::global_asm!(include_str!("fiq.S"));
 
 /// Register state saved by `vectors.S` (layout shared with it: keep in sync with FRAME_SIZE).
 #[repr(C)]
@@ -64,10 +65,7 @@ pub fn semihosting_trap_addr() -> u64 {
 extern "C" fn exception_handler(frame: &mut TrapFrame, kind: u64) {
     match kind {
         // IRQ from the current EL: the normal path.
-        5 | 1 => {
-            crate::profile::sample(frame.elr);
-            kapi::irq::handle_pending()
-        }
+        5 | 1 => kapi::irq::handle_pending(),
         4 if Esr(frame.esr).ec() == 0 && frame.elr == semihosting_trap_addr() => {
             // HLT without -semihosting: no semihosting host; fall back to PSCI for exit.
             super::semihosting::mark_absent();

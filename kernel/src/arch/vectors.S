@@ -25,7 +25,8 @@ exception_vectors:
     VECTOR 3
     VECTOR 4
     VECTOR 5
-    VECTOR 6
+.balign 0x80                            /* 6: FIQ, current EL: only the profiler's (fiq.S) */
+    b       profile_fiq_entry
     VECTOR 7
     VECTOR 8
     VECTOR 9
