@@ -79,23 +79,35 @@ pub trait IrqChip: Send + Sync {
 pub struct IrqState(#[allow(dead_code)] u64);
 
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
+#[allow(unsafe_code)]
 mod cpu {
     use super::IrqState;
-    use aarch64_cpu::registers::{DAIF, ReadWriteable, Readable, Writeable};
+    use aarch64_cpu::registers::{DAIF, Readable};
 
+    // The immediate forms (DAIFSet/DAIFClr) change PSTATE.I alone, and only when it has to
+    // change: nested locks then cost a DAIF read. The asm blocks are compiler barriers (no
+    // `nomem`): memory accesses stay on their side of a mask or unmask. Under QEMU's TCG every unmask also ends the
+    // translated block to look for pending interrupts, so skipping redundant ones matters.
     pub fn save() -> IrqState {
         let saved = DAIF.get();
-        DAIF.modify(DAIF::I::Masked);
+        if saved & DAIF::I::Masked.value == 0 {
+            // SAFETY: masks IRQs on this CPU; nothing else changes.
+            unsafe { core::arch::asm!("msr daifset, #2", options(nostack)) };
+        }
         IrqState(saved)
     }
     pub fn restore(s: IrqState) {
-        DAIF.set(s.0);
+        if s.0 & DAIF::I::Masked.value == 0 {
+            enable();
+        }
     }
     pub fn enable() {
-        DAIF.modify(DAIF::I::Unmasked);
+        // SAFETY: unmasks IRQs on this CPU; nothing else changes.
+        unsafe { core::arch::asm!("msr daifclr, #2", options(nostack)) };
     }
     pub fn disable() {
-        DAIF.modify(DAIF::I::Masked);
+        // SAFETY: masks IRQs on this CPU; nothing else changes.
+        unsafe { core::arch::asm!("msr daifset, #2", options(nostack)) };
     }
     pub fn enabled() -> bool {
         !DAIF.is_set(DAIF::I)
