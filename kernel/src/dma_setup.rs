@@ -95,7 +95,8 @@ fn doorbell_of(tree: &of::DeviceTree<'static>, controller: &of::Node<'_>) -> Opt
             .reg()
             .ok()?
             .first()
-            .map(|r| PhysAddr(r.start.0 + GITS_TRANSLATER))
+            // A `reg` at the very top of the address space has no doorbell inside it.
+            .and_then(|r| r.start.0.checked_add(GITS_TRANSLATER).map(PhysAddr))
     } else {
         None
     }
