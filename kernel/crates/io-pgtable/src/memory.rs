@@ -38,6 +38,7 @@ pub mod fake {
     use crate::descriptor::ENTRIES;
     use addr::{PAGE_SHIFT, PhysAddr};
     use alloc::boxed::Box;
+    use alloc::collections::BTreeSet;
     use alloc::vec::Vec;
 
     /// Table pages in host memory at made-up physical addresses `base + n * 4 KiB`.
@@ -53,6 +54,8 @@ pub mod fake {
         in_use: usize,
         allocations_left: Option<usize>,
         syncs: usize,
+        /// Entries written and not synced yet: a non-coherent walker would not see them.
+        unsynced: BTreeSet<(PhysAddr, usize)>,
     }
 
     impl Default for FakeTableMemory {
@@ -71,6 +74,7 @@ pub mod fake {
                 in_use: 0,
                 allocations_left: None,
                 syncs: 0,
+                unsynced: BTreeSet::new(),
             }
         }
 
@@ -82,6 +86,12 @@ pub mod fake {
         /// Number of `sync` calls so far.
         pub fn syncs(&self) -> usize {
             self.syncs
+        }
+
+        /// True when entry `index` of `table` was written and not synced since: what a table
+        /// walker that is not coherent with the CPU could not see yet.
+        pub fn is_unsynced(&self, table: PhysAddr, index: usize) -> bool {
+            self.unsynced.contains(&(table, index))
         }
 
         /// Lets only `count` more allocations succeed (`None`: unlimited).
@@ -129,6 +139,7 @@ pub mod fake {
                 "free of unallocated table page {table:?}"
             );
             self.pages[slot] = None;
+            self.unsynced.retain(|&(t, _)| t != table);
             self.vacant.push(slot);
             self.in_use -= 1;
         }
@@ -143,12 +154,16 @@ pub mod fake {
                 Some(Some(page)) => page[index] = value,
                 _ => panic!("write to unallocated table page {table:?}"),
             }
+            self.unsynced.insert((table, index));
         }
 
         fn sync(&mut self, table: PhysAddr, first: usize, count: usize) {
             assert!(first + count <= ENTRIES, "sync beyond the table");
             self.page(table);
             self.syncs += 1;
+            for index in first..first + count {
+                self.unsynced.remove(&(table, index));
+            }
         }
     }
 }

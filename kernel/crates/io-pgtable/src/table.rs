@@ -23,6 +23,41 @@ pub struct Unflushed<E, A: Address = Iova> {
     pub gather: Gather<A>,
 }
 
+/// Valid entries per table page, sorted by page address: a binary search finds a count in a
+/// few steps (every map and unmap updates one), and pages come and go rarely enough that
+/// keeping the vector sorted costs nothing that matters.
+#[derive(Debug, Default)]
+struct EntryCounts(Vec<(PhysAddr, u16)>);
+
+impl EntryCounts {
+    fn position(&self, table: PhysAddr) -> Result<usize, usize> {
+        self.0.binary_search_by_key(&table, |&(t, _)| t)
+    }
+    fn insert(&mut self, table: PhysAddr, count: u16) {
+        match self.position(table) {
+            Ok(i) => self.0[i].1 = count,
+            Err(i) => self.0.insert(i, (table, count)),
+        }
+    }
+    fn remove(&mut self, table: &PhysAddr) {
+        if let Ok(i) = self.position(*table) {
+            self.0.remove(i);
+        }
+    }
+    fn get(&self, table: &PhysAddr) -> Option<&u16> {
+        self.position(*table).ok().map(|i| &self.0[i].1)
+    }
+    fn get_mut(&mut self, table: &PhysAddr) -> Option<&mut u16> {
+        self.position(*table).ok().map(|i| &mut self.0[i].1)
+    }
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn tables(&self) -> impl Iterator<Item = PhysAddr> + '_ {
+        self.0.iter().map(|&(t, _)| t)
+    }
+}
+
 /// One VMSAv8-64 stage-1 translation table tree (4 KiB granule) over input addresses `A`
 /// (`Iova` for a DMA domain, `VirtAddr` for the kernel's own tables).
 ///
@@ -38,7 +73,7 @@ pub struct PageTable<M: TableMemory, A: Address = Iova> {
     start_level: u8,
     /// Valid (or pending-link) entries of each table page owned by the tree, root included.
     /// An entry count of 0 means the page can go.
-    entry_counts: BTreeMap<PhysAddr, u16>,
+    entry_counts: EntryCounts,
     /// Table pages handed to gathers and not yet released.
     held_tables: usize,
     /// Break-before-make links not yet made: (parent, index) -> sequence number of the split.
@@ -155,7 +190,7 @@ impl<M: TableMemory, A: Address> PageTable<M, A> {
             config,
             root: PhysAddr(0),
             start_level: LAST_LEVEL + 1 - levels,
-            entry_counts: BTreeMap::new(),
+            entry_counts: EntryCounts::default(),
             held_tables: 0,
             pending_links: BTreeMap::new(),
             next_sequence: 0,
@@ -229,7 +264,7 @@ impl<M: TableMemory, A: Address> PageTable<M, A> {
             return Err(PageTableError::UnsupportedProt(prot));
         }
         let attributes = descriptor::leaf_attributes(self.config.flavour, prot);
-        if size == PAGE_SIZE && self.map_page_fast(input.raw(), output, attributes) {
+        if self.map_pages_fast(input.raw(), size, output, attributes) {
             return Ok(());
         }
         let request = MapRequest {
@@ -266,8 +301,8 @@ impl<M: TableMemory, A: Address> PageTable<M, A> {
             _ => gather.owner = Some(self.id),
         }
         let (start, end) = (input.raw(), input.raw() + size);
-        if size == PAGE_SIZE && self.unmap_page_fast(start, gather) {
-            return Ok(PAGE_SIZE);
+        if self.unmap_pages_fast(start, size, gather) {
+            return Ok(size);
         }
         let mut work = Unmapping {
             gather,
@@ -353,7 +388,7 @@ impl<M: TableMemory, A: Address> PageTable<M, A> {
     /// ASID invalidated, synced (CPU: TTBR switched away, TLBs invalidated). Gathers not flushed
     /// by then keep (leak) their pages.
     pub fn destroy(mut self) -> M {
-        for &table in self.entry_counts.keys() {
+        for table in self.entry_counts.tables() {
             self.memory.free_table(table);
         }
         self.memory
@@ -378,51 +413,76 @@ impl<M: TableMemory, A: Address> PageTable<M, A> {
         Some(table)
     }
 
-    /// The common DMA case, one 4 KiB page into tables that exist: one walk, one store, no
-    /// allocation. False (nothing done) when the general path is needed: a table missing or
-    /// pending, a block in the way, the entry taken (the general path reports it), or 4 KiB
-    /// leaves disabled.
-    fn map_page_fast(&mut self, input: u64, output: PhysAddr, attributes: u64) -> bool {
+    /// The level-3 entries `[first, first + count)` of one table that `[input, input + size)`
+    /// covers, when it fits in one level-3 table (less than 2 MiB, not crossing a 2 MiB
+    /// boundary): the case the single-walk paths handle.
+    fn within_one_last_level_table(input: u64, size: u64) -> Option<(usize, usize)> {
+        let span = level_size(LAST_LEVEL - 1);
+        (size < span && input / span == (input + size - 1) / span).then(|| {
+            (
+                descriptor::table_index(input, LAST_LEVEL),
+                (size / PAGE_SIZE) as usize,
+            )
+        })
+    }
+
+    /// The common DMA case, a few 4 KiB pages (a buffer) into one level-3 table that exists:
+    /// one walk, the leaves stored, no allocation. False (nothing done) when the general path
+    /// is needed: a table missing or pending, a block in the way, an entry taken (the general
+    /// path reports it), or 4 KiB leaves disabled. Less than 2 MiB, so no block would be used.
+    fn map_pages_fast(&mut self, input: u64, size: u64, output: PhysAddr, attributes: u64) -> bool {
+        let Some((first, count)) = Self::within_one_last_level_table(input, size) else {
+            return false;
+        };
         if !self.config.page_sizes.contains(PAGE_SIZE) {
             return false;
         }
         let Some(table) = self.last_level_table(input) else {
             return false;
         };
-        let index = descriptor::table_index(input, LAST_LEVEL);
-        if descriptor::decode(self.memory.read(table, index), LAST_LEVEL) != Descriptor::Invalid {
+        let free = (first..first + count).all(|i| {
+            descriptor::decode(self.memory.read(table, i), LAST_LEVEL) == Descriptor::Invalid
+        });
+        if !free {
             return false;
         }
-        self.memory.write(
-            table,
-            index,
-            descriptor::leaf(output, LAST_LEVEL, attributes),
-        );
-        self.memory.sync(table, index, 1);
-        self.count_entries(table, 1, 0);
-        self.mapped_bytes += PAGE_SIZE;
+        for (n, i) in (first..first + count).enumerate() {
+            let page = output + n as u64 * PAGE_SIZE;
+            self.memory
+                .write(table, i, descriptor::leaf(page, LAST_LEVEL, attributes));
+        }
+        self.memory.sync(table, first, count);
+        self.count_entries(table, count, 0);
+        self.mapped_bytes += size;
         true
     }
 
-    /// The common DMA case, one 4 KiB page: one walk, one store, the leaf gathered (its table
-    /// stays, see `unmap_level`). False (nothing done) when the general path is needed: no
-    /// page there, a block to split, or a pending table.
-    fn unmap_page_fast(&mut self, input: u64, gather: &mut Gather<A>) -> bool {
+    /// The common DMA case, a buffer's pages out of one level-3 table: one walk, the leaves
+    /// cleared and gathered (the table stays, see `unmap_level`). False (nothing done) when
+    /// the general path is needed: a page not mapped, a block to split, a pending table.
+    fn unmap_pages_fast(&mut self, input: u64, size: u64, gather: &mut Gather<A>) -> bool {
+        let Some((first, count)) = Self::within_one_last_level_table(input, size) else {
+            return false;
+        };
         let Some(table) = self.last_level_table(input) else {
             return false;
         };
-        let index = descriptor::table_index(input, LAST_LEVEL);
-        if !matches!(
-            descriptor::decode(self.memory.read(table, index), LAST_LEVEL),
-            Descriptor::Leaf { .. }
-        ) {
+        let mapped = (first..first + count).all(|i| {
+            matches!(
+                descriptor::decode(self.memory.read(table, i), LAST_LEVEL),
+                Descriptor::Leaf { .. }
+            )
+        });
+        if !mapped {
             return false;
         }
-        self.memory.write(table, index, 0);
-        self.memory.sync(table, index, 1);
-        self.count_entries(table, 0, 1);
-        gather.add_leaves(input, input + PAGE_SIZE, LAST_LEVEL);
-        self.mapped_bytes -= PAGE_SIZE;
+        for i in first..first + count {
+            self.memory.write(table, i, 0);
+        }
+        self.memory.sync(table, first, count);
+        self.count_entries(table, 0, count);
+        gather.add_leaves(input, input + size, LAST_LEVEL);
+        self.mapped_bytes -= size;
         true
     }
 
