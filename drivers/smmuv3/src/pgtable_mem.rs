@@ -25,7 +25,8 @@ use crate::hw::Coherency;
 const SPARE_PAGES: usize = 16;
 
 /// How many recent page lookups are remembered: a walk touches one table per level, and a map
-/// or unmap walks the same four again and again.
+/// or unmap walks the same four again and again (eight measured slower: the scan costs more
+/// than the misses it saves).
 const RECENT: usize = 4;
 /// Never a table page's address (not page aligned): an empty `recent` entry.
 const NO_PAGE: PhysAddr = PhysAddr(u64::MAX);

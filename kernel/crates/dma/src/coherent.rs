@@ -291,18 +291,14 @@ impl Drop for DmaCoherent {
             Kind::Coherent,
         );
         if let (Some((base, total)), Backend::Iommu(d)) = (self.iova, &self.dev.backend) {
-            // Unmapped (and, strict, invalidated) before the frames go back to the allocator.
-            if let Err(e) = d.unmap(base, total, total, self.dev.name()) {
+            // Unmapped and invalidated before the frames go back to the allocator, in lazy mode
+            // too: the frames are reused at once, and a stale IOTLB entry would let the device
+            // reach their next owner.
+            if let Err(e) = d.unmap_strict(base, total, total, self.dev.name()) {
                 log::error!(target: "dma", "{}: {e}; coherent memory leaked rather than reused", self.dev.name());
                 if let Memory::Frames(blocks) = &mut self.memory {
                     core::mem::forget(core::mem::take(blocks));
                 }
-            }
-            // Lazy mode: the frames are freed now, but the domain's IOVA sits in the flush queue
-            // until invalidated. The frames could be reused while a stale IOTLB entry still
-            // points at them, so coherent memory is always invalidated strictly.
-            if !d.is_strict() {
-                d.flush_queue();
             }
         }
         if let (Memory::Pool { pa }, Backend::Direct { bounce: Some(pool) }) =

@@ -169,6 +169,30 @@ impl IommuDma {
         mapped: u64,
         who: &str,
     ) -> Result<(), DmaError> {
+        self.unmap_as(iova, size, mapped, who, self.strict)
+    }
+
+    /// [`IommuDma::unmap`], invalidated before it returns whatever the policy: for memory that
+    /// goes back to the page allocator at once (coherent buffers), where a stale IOTLB entry
+    /// would let the device reach its next owner.
+    pub(crate) fn unmap_strict(
+        &self,
+        iova: Iova,
+        size: u64,
+        mapped: u64,
+        who: &str,
+    ) -> Result<(), DmaError> {
+        self.unmap_as(iova, size, mapped, who, true)
+    }
+
+    fn unmap_as(
+        &self,
+        iova: Iova,
+        size: u64,
+        mapped: u64,
+        who: &str,
+        strict: bool,
+    ) -> Result<(), DmaError> {
         let unmapped = self.domain.unmap(iova, size);
         if unmapped != mapped {
             // Do not free: whatever the tables hold at this range is unknown.
@@ -179,7 +203,7 @@ impl IommuDma {
             log::error!(target: "iommu-dma", "BUG: {msg}");
             return Err(DmaError::Invariant(msg));
         }
-        if self.strict {
+        if strict {
             // Strict: the invalidation completes before the IOVA can be handed out again.
             self.domain.iotlb_sync();
             self.release(iova, size, who)

@@ -13,8 +13,9 @@ use alloc::vec::Vec;
 
 /// Largest cached size, as a power-of-two order of pages: 32 pages (128 KiB).
 pub(crate) const MAX_CACHED_ORDER: u32 = 5;
-/// Ranges kept per size class; beyond this a freed range goes straight back to the tree.
-pub(crate) const CACHE_DEPTH: usize = 32;
+/// Ranges kept per size class; beyond this a freed range goes straight back to the tree. As
+/// deep as a lazy flush queue, whose IOVAs come back all at once.
+pub(crate) const CACHE_DEPTH: usize = 256;
 
 const CLASSES: usize = MAX_CACHED_ORDER as usize + 1;
 

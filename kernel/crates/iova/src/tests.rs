@@ -317,7 +317,7 @@ fn counters_track_live_and_cached_ranges() {
 #[test]
 fn a_full_cache_class_releases_to_the_tree() {
     let mut iova = space_48();
-    let live: Vec<Iova> = (0..40)
+    let live: Vec<Iova> = (0..cache::CACHE_DEPTH + 8)
         .map(|_| iova.alloc(pages(2), BITS_32).unwrap())
         .collect();
     for a in &live {
