@@ -74,6 +74,9 @@ pub struct Scenario {
     /// Regexes that must match no line.
     #[serde(default)]
     pub reject: Vec<String>,
+    /// Regexes that must match exactly one line each (something reported once, not repeated).
+    #[serde(default)]
+    pub once: Vec<String>,
     /// Count each `KTEST` result of the run as a test of its own.
     #[serde(default)]
     pub ktests: bool,
@@ -202,15 +205,19 @@ fn judge(s: &Scenario, r: &qemu::RunResult) -> Tally {
             r.exit_code, s.exit
         ));
     }
+    let mut compile = |kind: &str, pattern: &str| match Regex::new(pattern) {
+        Ok(re) => Some(re),
+        Err(e) => {
+            problems.push(format!("bad {kind} regex `{pattern}`: {e}"));
+            None
+        }
+    };
+    let expect: Vec<_> = s.expect.iter().map(|p| (p, compile("expect", p))).collect();
+    let reject: Vec<_> = s.reject.iter().map(|p| (p, compile("reject", p))).collect();
+    let once: Vec<_> = s.once.iter().map(|p| (p, compile("once", p))).collect();
     let mut from = 0;
-    for pattern in &s.expect {
-        let re = match Regex::new(pattern) {
-            Ok(re) => re,
-            Err(e) => {
-                problems.push(format!("bad expect regex `{pattern}`: {e}"));
-                continue;
-            }
-        };
+    for (pattern, re) in &expect {
+        let Some(re) = re else { continue };
         match r.lines[from..].iter().position(|l| re.is_match(l)) {
             Some(i) => from += i + 1,
             None => {
@@ -219,11 +226,19 @@ fn judge(s: &Scenario, r: &qemu::RunResult) -> Tally {
             }
         }
     }
-    for pattern in &s.reject {
-        if let Ok(re) = Regex::new(pattern)
+    for (pattern, re) in &reject {
+        if let Some(re) = re
             && let Some(l) = r.lines.iter().find(|l| re.is_match(l))
         {
             problems.push(format!("unexpected line `{l}` (matches `{pattern}`)"));
+        }
+    }
+    for (pattern, re) in &once {
+        if let Some(re) = re {
+            let n = r.lines.iter().filter(|l| re.is_match(l)).count();
+            if n != 1 {
+                problems.push(format!("{n} lines match `{pattern}`, expected exactly one"));
+            }
         }
     }
     if s.ktests {
@@ -356,6 +371,7 @@ fn qemu_tests(args: &TestArgs) -> Result<Tally> {
             exit: 0,
             expect: Vec::new(),
             reject: Vec::new(),
+            once: Vec::new(),
             ktests: true,
             timeout: 300,
             scratch_disk: false,
@@ -485,6 +501,30 @@ mod tests {
         let t = judge(&s, &result(&["b", "a"], Some(0)));
         assert_eq!(t.failed.len(), 1);
         assert!(t.failed[0].1.contains("`b`"), "{:?}", t.failed);
+    }
+
+    #[test]
+    fn a_once_line_must_appear_exactly_once() {
+        let mut s = scenario(false);
+        s.once = vec!["overflowed".into()];
+        assert_eq!(
+            judge(&s, &result(&["a", "x overflowed", "b"], Some(0))).passed,
+            1
+        );
+        for lines in [&["a", "b"][..], &["a", "overflowed", "overflowed", "b"][..]] {
+            let t = judge(&s, &result(lines, Some(0)));
+            assert!(
+                t.failed[0].1.contains("expected exactly one"),
+                "{:?}",
+                t.failed
+            );
+        }
+        s.once = vec!["(".into()];
+        assert!(
+            judge(&s, &result(&["a", "b"], Some(0))).failed[0]
+                .1
+                .contains("bad once regex")
+        );
     }
 
     #[test]
