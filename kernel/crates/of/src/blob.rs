@@ -313,7 +313,7 @@ fn walk<'a>(
     let mut pos = 0usize;
     loop {
         let at = base + pos;
-        let token = be32(s, pos).ok_or(err(at, BlobProblem::Truncated))?;
+        let token = be32(s, pos).ok_or_else(|| err(at, BlobProblem::Truncated))?;
         match token {
             BEGIN_NODE => {
                 let name_start = pos + 4;
@@ -321,7 +321,7 @@ fn walk<'a>(
                 let len = rest
                     .iter()
                     .position(|&b| b == 0)
-                    .ok_or(err(at, BlobProblem::NameUnterminated))?;
+                    .ok_or_else(|| err(at, BlobProblem::NameUnterminated))?;
                 let name = core::str::from_utf8(&rest[..len])
                     .map_err(|_| err(at, BlobProblem::NameNotUtf8))?;
                 let parent = open.last().copied();
@@ -348,7 +348,7 @@ fn walk<'a>(
                 pos = align4(name_start + len + 1);
             }
             END_NODE => {
-                open.pop().ok_or(err(at, BlobProblem::Unbalanced))?;
+                open.pop().ok_or_else(|| err(at, BlobProblem::Unbalanced))?;
                 in_props = false;
                 pos += 4;
             }
@@ -359,12 +359,12 @@ fn walk<'a>(
                 if !in_props {
                     return Err(err(at, BlobProblem::PropertyAfterChild));
                 }
-                let len = be32(s, pos + 4).ok_or(err(at, BlobProblem::Truncated))?;
-                let nameoff = be32(s, pos + 8).ok_or(err(at, BlobProblem::Truncated))?;
+                let len = be32(s, pos + 4).ok_or_else(|| err(at, BlobProblem::Truncated))?;
+                let nameoff = be32(s, pos + 8).ok_or_else(|| err(at, BlobProblem::Truncated))?;
                 let value_end = (pos + 12)
                     .checked_add(len as usize)
                     .filter(|&e| e <= s.len())
-                    .ok_or(err(at, BlobProblem::PropertyTooLong(len)))?;
+                    .ok_or_else(|| err(at, BlobProblem::PropertyTooLong(len)))?;
                 strings.check(nameoff, at)?;
                 pos = align4(value_end);
             }
