@@ -11,7 +11,7 @@ pub mod timer;
 
 use aarch64_cpu::registers::{CurrentEL, Readable};
 
-// memset and memcpy (see mem.S for why they are not the portable ones).
+// memset, memcpy, memmove, memcmp (see mem.S for why they are not the portable ones).
 core::arch::global_asm!(include_str!("mem.S"));
 
 /// Exception level the kernel runs at (1 after the EL2 drop in `boot`).
