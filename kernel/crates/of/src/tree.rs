@@ -411,13 +411,17 @@ impl<'t> Node<'t> {
 
     /// A one-cell property; `None` when absent.
     pub fn u32(&self, name: &str) -> Result<Option<u32>, DtError> {
-        match self.cells(name)? {
+        // Read in place: `#address-cells` and friends are looked up on every `reg`.
+        match self.property(name) {
             None => Ok(None),
-            Some(c) if c.len() == 1 => Ok(Some(c[0])),
-            Some(c) => Err(self.err(
+            Some(&[a, b, c, d]) => Ok(Some(u32::from_be_bytes([a, b, c, d]))),
+            Some(v) if !v.len().is_multiple_of(4) => {
+                Err(self.err(name, Problem::NotCells(v.len())))
+            }
+            Some(v) => Err(self.err(
                 name,
                 Problem::WrongLength {
-                    cells: c.len(),
+                    cells: v.len() / 4,
                     expected: 1,
                 },
             )),
@@ -452,9 +456,16 @@ impl<'t> Node<'t> {
     /// True when `compatible` contains `compat`. A malformed `compatible` matches nothing
     /// ([`compatible`](Self::compatible) reports it).
     pub fn is_compatible(&self, compat: &str) -> bool {
-        self.compatible()
-            .map(|list| list.contains(&compat))
-            .unwrap_or(false)
+        // Compared in place, without building the list: driver matching asks this of every
+        // node. Well-formed means NUL-terminated UTF-8, as `strings` requires.
+        let Some(body) = self
+            .property("compatible")
+            .and_then(|v| v.strip_suffix(&[0]))
+        else {
+            return false;
+        };
+        core::str::from_utf8(body).is_ok()
+            && body.split(|&b| b == 0).any(|s| s == compat.as_bytes())
     }
 
     /// `device_type`.
