@@ -125,7 +125,7 @@ pub fn dump() {
             _ => counts.push((pc, 1)),
         }
     }
-    counts.sort_unstable_by(|a, b| b.1.cmp(&a.1));
+    counts.sort_unstable_by_key(|&(_, n)| core::cmp::Reverse(n));
     println!(
         "PROFILE total={kept} dropped={} period_us={}",
         taken - kept as u64,

@@ -285,7 +285,7 @@ impl Driver for EduDriver {
         &MATCH
     }
     fn accepts(&self, dev: &devmodel::DeviceInfo) -> bool {
-        !self.config.managed.iter().any(|m| *m == dev.name)
+        !self.config.managed.contains(&dev.name)
     }
     fn probe(&self, ctx: &mut ProbeCtx<'_>) -> Result<DriverData, ProbeError> {
         let info = ctx.device_arc();

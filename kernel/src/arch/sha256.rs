@@ -70,8 +70,9 @@ macro_rules! extend {
 
 #[target_feature(enable = "sha2")]
 unsafe fn compress_hw(state: &mut [u32; 8], blocks: &[[u8; 64]]) {
-    // SAFETY (for every intrinsic below): the caller checked FEAT_SHA256; loads and stores use
-    // in-bounds slices of the right length. Fully unrolled so the schedule stays in registers.
+    // Fully unrolled so the schedule stays in registers.
+    // SAFETY: for every intrinsic below, the caller checked FEAT_SHA256; loads and stores use
+    // in-bounds slices of the right length.
     unsafe {
         let mut abcd = vld1q_u32(state[0..4].as_ptr());
         let mut efgh = vld1q_u32(state[4..8].as_ptr());

@@ -59,7 +59,7 @@ ktests! {
     /// DMA to an IOVA the domain does not map is blocked — the canary at that very address
     /// stays intact — and reported as F_TRANSLATION with edu's StreamID, the IOVA and "write".
     fn dma_to_an_unmapped_iova_is_blocked_and_reported() -> ktest::Result {
-        let (edu, smmu) = match setup() { Ok(x) => x, Err(o) => return Err(o) };
+        let (edu, smmu) = setup()?;
         if edu.dma.mask() < u64::from(u32::MAX) {
             skip!("edu's mask is {:#x}: run with edu.dma_bits=40 and -global edu.dma_mask=0xffffffffff", edu.dma.mask());
         }
@@ -77,7 +77,7 @@ ktests! {
 
     /// A device write to a read-only mapping is blocked and reported as F_PERMISSION.
     fn dma_write_to_a_read_only_mapping_is_blocked_and_reported() -> ktest::Result {
-        let (edu, smmu) = match setup() { Ok(x) => x, Err(o) => return Err(o) };
+        let (edu, smmu) = setup()?;
         // Mapped for the device to read: read-only in the page tables.
         let ro = match edu.dma.map::<dma::ToDevice>(vec![CANARY; 4096]) {
             Ok(s) => s,
@@ -93,7 +93,7 @@ ktests! {
     /// Strict mode: once `unmap` has returned, the device's DMA to the old IOVA faults — the
     /// IOTLB entry was invalidated, not left to translate to freed memory.
     fn dma_after_unmap_faults() -> ktest::Result {
-        let (edu, smmu) = match setup() { Ok(x) => x, Err(o) => return Err(o) };
+        let (edu, smmu) = setup()?;
         if !edu.dma.iommu_dma().is_some_and(|d| d.is_strict()) {
             skip!("lazy invalidation: a stale IOTLB entry may live until the next flush (that is its trade)");
         }

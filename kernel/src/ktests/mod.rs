@@ -73,14 +73,17 @@ ktests! {
                 let src_align = (align * 5) % 16;
                 // Volatile writes: the compiler must not turn the reference into a memset.
                 for b in dst.iter_mut() {
+                    // SAFETY: a valid, exclusive reference.
                     unsafe { core::ptr::write_volatile(b, GUARD) };
                 }
                 let (d, s) = (dst[align..].as_mut_ptr(), src[src_align..].as_ptr());
+                // SAFETY: both ranges lie inside their (distinct) vectors: 15 + 299 < 400.
                 unsafe { core::ptr::copy_nonoverlapping(s, d, core::hint::black_box(len)) };
                 for (i, &b) in dst.iter().enumerate() {
                     let want = if (align..align + len).contains(&i) { src[src_align + i - align] } else { GUARD };
                     kassert_eq!(b, want, "memcpy of {len} bytes at +{align} from +{src_align}: byte {i}");
                 }
+                // SAFETY: as above, inside `dst`.
                 unsafe { core::ptr::write_bytes(d, core::hint::black_box(0x3c), core::hint::black_box(len)) };
                 for (i, &b) in dst.iter().enumerate() {
                     let want = if (align..align + len).contains(&i) { 0x3c } else { GUARD };
