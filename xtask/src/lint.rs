@@ -4,15 +4,19 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result};
 
-use crate::{kbuild::TARGET, root, setup};
+use crate::kbuild::{self, TARGET};
+use crate::{root, setup};
 
 fn cargo(args: &[&str]) -> Result<bool> {
     eprintln!("$ cargo {}", args.join(" "));
-    let status = Command::new(env!("CARGO"))
-        .current_dir(root())
-        .args(args)
-        .status()
-        .context("running cargo")?;
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.current_dir(root()).args(args);
+    let status = if args.contains(&TARGET) {
+        kbuild::run_kernel_cargo(&mut cmd)
+    } else {
+        cmd.status().map_err(Into::into)
+    }
+    .context("running cargo")?;
     Ok(status.success())
 }
 
