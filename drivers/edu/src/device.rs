@@ -272,8 +272,8 @@ const MATCH: [MatchId; 1] = [MatchId::Pci {
     device: DEVICE,
 }];
 
-fn failed(log: &DevLog, e: impl fmt::Display) -> ProbeError {
-    kapi::dev_err!(log, "{e}");
+/// A failed probe. The bus model prints it, once, with the device and the driver.
+fn failed(e: impl fmt::Display) -> ProbeError {
     ProbeError::failed(e)
 }
 
@@ -292,31 +292,28 @@ impl Driver for EduDriver {
         let log = DevLog::new("edu", &info.name);
         let pci = info
             .payload_arc::<PciDevice>()
-            .ok_or_else(|| failed(&log, "not a PCI device"))?;
-        let dma = ctx
-            .dma::<DmaDevice>()
-            .ok_or_else(|| failed(&log, "no DMA ops"))?;
-        let bar = pci.map_bar(0).map_err(|e| failed(&log, e))?;
-        let regs = bar.view::<EduRegs>(0).map_err(|e| failed(&log, e))?;
+            .ok_or_else(|| failed("not a PCI device"))?;
+        let dma = ctx.dma::<DmaDevice>().ok_or_else(|| failed("no DMA ops"))?;
+        let bar = pci.map_bar(0).map_err(failed)?;
+        let regs = bar.view::<EduRegs>(0).map_err(failed)?;
         let id = regs.ID.get();
         if id != EDU_ID {
-            return Err(failed(
-                &log,
-                format!("identification register reads {id:#010x}, expected {EDU_ID:#010x}"),
-            ));
+            return Err(failed(format!(
+                "identification register reads {id:#010x}, expected {EDU_ID:#010x}"
+            )));
         }
         let bits = self.config.dma_bits.unwrap_or(DEFAULT_DMA_BITS);
-        dma.set_mask(bits).map_err(|e| failed(&log, e))?;
+        dma.set_mask(bits).map_err(failed)?;
         // Map the round trip's buffers first: if the device cannot reach memory at all (a
         // 28-bit mask with an identity domain and RAM at 1 GiB) the probe fails here, cleanly,
         // before the device was ever allowed to master the bus.
         let src: Vec<u8> = (0..DMA_BUFFER_SIZE as usize).map(pattern).collect();
         let src = dma.map::<ToDevice>(src).map_err(|(e, _)| {
-            failed(&log, format!("its {bits}-bit DMA mask cannot reach a buffer ({e}); without translation edu cannot do DMA here"))
+            failed(format!("its {bits}-bit DMA mask cannot reach a buffer ({e}); without translation edu cannot do DMA here"))
         })?;
         let dst = dma
             .map::<FromDevice>(alloc::vec![0; DMA_BUFFER_SIZE as usize])
-            .map_err(|(e, _)| failed(&log, e))?;
+            .map_err(|(e, _)| failed(e))?;
         let src_addr = src.addr();
         let (msi, kind) = plan_interrupt(&pci, &dma, &log)?;
         let line = irq_line(&info, &msi);
@@ -332,7 +329,7 @@ impl Driver for EduDriver {
             round_trip: IrqLock::new(RoundTrip::ToDevice { src, dst }),
             irq_kind: kind,
         });
-        let irq = install_handler(&device, line, &log).inspect_err(|_| {
+        let irq = install_handler(&device, line).inspect_err(|_| {
             if msi.is_some() {
                 pci.disable_msi();
             }
@@ -341,7 +338,7 @@ impl Driver for EduDriver {
         pci.set_bus_master(true);
         device
             .start(Transfer::ToDevice, src_addr, 0, DMA_BUFFER_SIZE)
-            .map_err(|e| failed(&log, e))?;
+            .map_err(failed)?;
         dev_info!(
             log,
             "{bits}-bit DMA mask, {} DMA, {kind}; round trip started through {src_addr:#x}",
@@ -372,11 +369,10 @@ fn irq_line(info: &devmodel::DeviceInfo, msi: &Option<Box<dyn MsiAllocation>>) -
 fn install_handler(
     device: &Arc<EduDevice>,
     line: Option<IrqLine>,
-    log: &DevLog,
 ) -> Result<IrqHandle, ProbeError> {
-    let line = line.ok_or_else(|| failed(log, "no interrupt (neither MSI nor INTx)"))?;
+    let line = line.ok_or_else(|| failed("no interrupt (neither MSI nor INTx)"))?;
     let dev = device.clone();
-    kapi::irq::request(line, "edu", move || dev.on_interrupt()).map_err(|e| failed(log, e))
+    kapi::irq::request(line, "edu", move || dev.on_interrupt()).map_err(failed)
 }
 
 /// The MSI vectors (if MSI is used) and the name of the interrupt kind.
@@ -404,8 +400,7 @@ fn plan_interrupt(
     };
     match dma.msi_address(v.doorbell) {
         Some(addr) => {
-            pci.enable_msi(addr.0, v.data as u16)
-                .map_err(|e| failed(log, e))?;
+            pci.enable_msi(addr.0, v.data as u16).map_err(failed)?;
             Ok((Some(msi), "MSI"))
         }
         None => {

@@ -53,8 +53,8 @@ const MATCH: [MatchId; 1] = [MatchId::Pci {
     device: DEVICE,
 }];
 
-fn failed(log: &DevLog, e: impl core::fmt::Display) -> ProbeError {
-    kapi::dev_err!(log, "{e}");
+/// A failed probe. The bus model prints it, once, with the device and the driver.
+fn failed(e: impl core::fmt::Display) -> ProbeError {
     ProbeError::failed(e)
 }
 
@@ -93,13 +93,13 @@ impl Driver for ManagedDriver {
         let log = DevLog::new("edu-managed", &info.name);
         let pci = info
             .payload_arc::<PciDevice>()
-            .ok_or_else(|| failed(&log, "not a PCI device"))?;
+            .ok_or_else(|| failed("not a PCI device"))?;
         let regs = pci
             .map_bar(0)
             .and_then(|b| b.view::<EduRegs>(0).map_err(Into::into))
-            .map_err(|e| failed(&log, e))?;
+            .map_err(failed)?;
         if regs.ID.get() != EDU_ID {
-            return Err(failed(&log, "not an edu"));
+            return Err(failed("not an edu"));
         }
         let attached = iommu::core().attached_type(&info.name);
         dev_info!(
@@ -109,22 +109,22 @@ impl Driver for ManagedDriver {
         );
         let domain = iommu::core()
             .alloc_unmanaged(&info.name)
-            .map_err(|e| failed(&log, e))?;
-        let src = Frames::alloc(0).ok_or_else(|| failed(&log, "out of memory"))?;
-        let dst = Frames::alloc(0).ok_or_else(|| failed(&log, "out of memory"))?;
+            .map_err(failed)?;
+        let src = Frames::alloc(0).ok_or_else(|| failed("out of memory"))?;
+        let dst = Frames::alloc(0).ok_or_else(|| failed("out of memory"))?;
         for i in 0..PAGE_SIZE {
             src.write_u8(i, (i as u8) ^ 0x5a);
         }
         // The driver's own layout: source and destination pages at fixed IOVAs.
         domain
             .map(SRC_IOVA, src.pa(), PAGE_SIZE, Prot::RO)
-            .map_err(|e| failed(&log, e))?;
+            .map_err(failed)?;
         domain
             .map(DST_IOVA, dst.pa(), PAGE_SIZE, Prot::RW)
-            .map_err(|e| failed(&log, e))?;
+            .map_err(failed)?;
         iommu::core()
             .attach_unmanaged(&info.name, &domain)
-            .map_err(|e| failed(&log, e))?;
+            .map_err(failed)?;
         let mut me = ManagedEdu {
             name: info.name.clone(),
             pci: pci.clone(),

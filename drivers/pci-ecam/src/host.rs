@@ -36,8 +36,8 @@ pub fn driver() -> Arc<dyn Driver> {
 
 const MATCH: [MatchId; 1] = [MatchId::Compatible("pci-host-ecam-generic")];
 
-fn failed(log: &DevLog, what: impl core::fmt::Display) -> ProbeError {
-    kapi::dev_err!(log, "{what}");
+/// A failed probe. The bus model prints it, once, with the device and the driver.
+fn failed(what: impl core::fmt::Display) -> ProbeError {
     ProbeError::failed(what)
 }
 
@@ -78,24 +78,24 @@ impl Driver for EcamHostDriver {
     fn probe(&self, ctx: &mut ProbeCtx<'_>) -> Result<DriverData, ProbeError> {
         let dev = ctx.device_arc();
         let log = DevLog::new("pci-host", &dev.name);
-        let tree = of::boot_tree().ok_or_else(|| failed(&log, "no device tree"))?;
+        let tree = of::boot_tree().ok_or_else(|| failed("no device tree"))?;
         let node_path = dev
             .node
             .clone()
-            .ok_or_else(|| failed(&log, "no device-tree node"))?;
-        let node = tree.node(&node_path).map_err(|e| failed(&log, e))?;
+            .ok_or_else(|| failed("no device-tree node"))?;
+        let node = tree.node(&node_path).map_err(failed)?;
         let ecam_res = dev
             .mmio
             .first()
-            .ok_or_else(|| failed(&log, format!("{node_path}: reg: no ECAM window")))?;
+            .ok_or_else(|| failed(format!("{node_path}: reg: no ECAM window")))?;
         let bus_range = node
             .pci_bus_range()
-            .map_err(|e| failed(&log, e))?
+            .map_err(failed)?
             .unwrap_or(0..=0xff);
-        let segment = node.pci_domain().map_err(|e| failed(&log, e))?.unwrap_or(0) as u16;
+        let segment = node.pci_domain().map_err(failed)?.unwrap_or(0) as u16;
         let windows: Vec<HostWindow> = node
             .pci_windows()
-            .map_err(|e| failed(&log, e))?
+            .map_err(failed)?
             .iter()
             .filter_map(|w| {
                 let space = match w.space {
@@ -114,7 +114,7 @@ impl Driver for EcamHostDriver {
             .collect();
         let region = kapi::platform::get()
             .map_mmio(ecam_res.range.start, ecam_res.range.size)
-            .map_err(|e| failed(&log, e))?;
+            .map_err(failed)?;
         let ecam = Arc::new(Ecam::new(region, *bus_range.start()));
         let last_bus = (*bus_range.start() as u64 + ecam.bus_count().saturating_sub(1))
             .min(*bus_range.end() as u64) as u8;
