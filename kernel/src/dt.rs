@@ -205,23 +205,24 @@ impl DeviceTree {
             .map(|r| MemRange::from(*r))
     }
 
-    /// The EL1 physical timer's interrupt (the second of the timer node's four: secure
-    /// physical, non-secure physical, virtual, hypervisor).
-    pub fn physical_timer_irq(&self) -> Option<IrqLine> {
+    /// Interrupt `index` of the `arm,armv8-timer` node, whose four are, in order: secure
+    /// physical, non-secure physical, virtual, hypervisor.
+    fn timer_irq(&self, index: usize) -> Option<IrqLine> {
         let irqs = self
             .enabled_compatible("arm,armv8-timer")?
             .gic_interrupts()
             .ok()?;
-        irqs.get(1).copied().map(irq_line)
+        irqs.get(index).copied().map(irq_line)
     }
 
-    /// The EL1 virtual timer's interrupt (third entry of the `arm,armv8-timer` node).
+    /// The EL1 physical timer's interrupt (the profiler's).
+    pub fn physical_timer_irq(&self) -> Option<IrqLine> {
+        self.timer_irq(1)
+    }
+
+    /// The EL1 virtual timer's interrupt (the kernel's clock).
     pub fn virtual_timer_irq(&self) -> Option<IrqLine> {
-        let irqs = self
-            .enabled_compatible("arm,armv8-timer")?
-            .gic_interrupts()
-            .ok()?;
-        irqs.get(2).copied().map(irq_line)
+        self.timer_irq(2)
     }
 
     /// Every register range named in the tree and every PCI host window: what the kernel maps

@@ -34,23 +34,20 @@ pub fn order_for(bytes: u64) -> u32 {
 impl Frames {
     /// Allocates `2^order` frames, `None` when memory is exhausted.
     pub fn alloc(order: u32) -> Option<Frames> {
-        let p = platform::get();
-        let pa = p.alloc_frames(order)?;
-        Some(Frames {
-            pa,
-            va: p.phys_to_virt(pa),
-            order,
-        })
+        Self::take(platform::get().alloc_frames(order)?, order)
     }
 
     /// Allocates `2^order` frames without clearing them (see
     /// [`Platform::alloc_frames_unzeroed`](platform::Platform::alloc_frames_unzeroed)).
     pub fn alloc_unzeroed(order: u32) -> Option<Frames> {
-        let p = platform::get();
-        let pa = p.alloc_frames_unzeroed(order)?;
+        Self::take(platform::get().alloc_frames_unzeroed(order)?, order)
+    }
+
+    /// Owns the `2^order` frames at `pa` the platform just allocated.
+    fn take(pa: PhysAddr, order: u32) -> Option<Frames> {
         Some(Frames {
             pa,
-            va: p.phys_to_virt(pa),
+            va: platform::get().phys_to_virt(pa),
             order,
         })
     }
