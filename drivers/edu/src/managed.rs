@@ -107,9 +107,7 @@ impl Driver for ManagedDriver {
             "bound without a default domain (attached: {})",
             attached.map_or(String::from("none"), |t| format!("{t}"))
         );
-        let domain = iommu::core()
-            .alloc_unmanaged(&info.name)
-            .map_err(failed)?;
+        let domain = iommu::core().alloc_unmanaged(&info.name).map_err(failed)?;
         let src = Frames::alloc(0).ok_or_else(|| failed("out of memory"))?;
         let dst = Frames::alloc(0).ok_or_else(|| failed("out of memory"))?;
         for i in 0..PAGE_SIZE {

@@ -88,10 +88,7 @@ impl Driver for EcamHostDriver {
             .mmio
             .first()
             .ok_or_else(|| failed(format!("{node_path}: reg: no ECAM window")))?;
-        let bus_range = node
-            .pci_bus_range()
-            .map_err(failed)?
-            .unwrap_or(0..=0xff);
+        let bus_range = node.pci_bus_range().map_err(failed)?.unwrap_or(0..=0xff);
         let segment = node.pci_domain().map_err(failed)?.unwrap_or(0) as u16;
         let windows: Vec<HostWindow> = node
             .pci_windows()
