@@ -111,6 +111,9 @@ pub struct CmdQueue {
     q: Queue,
     mem: Arc<Frames>,
     prod: QueuePos,
+    /// CMDQ_CONS as last read. The SMMU only moves CONS forward, so the free space it gives is
+    /// never more than the real one: a submission that fits needs no register read first.
+    cons: QueuePos,
     coherency: Coherency,
     enabled: bool,
     stats: CmdqStats,
@@ -131,6 +134,7 @@ impl CmdQueue {
             q,
             mem,
             prod: q.pos(0),
+            cons: q.pos(0),
             coherency,
             enabled: false,
             stats: CmdqStats::default(),
@@ -190,9 +194,12 @@ impl CmdQueue {
         let total = cmds.len() + 1;
         let mut done = 0;
         while done < total {
-            let free = self.wait(io, log, &mut refused, |q, prod, cons| {
-                q.free(prod, cons) > 0
-            })?;
+            let free = match self.q.free(self.prod, self.cons) {
+                0 => self.wait(io, log, &mut refused, |q, prod, cons| {
+                    q.free(prod, cons) > 0
+                })?,
+                known => known,
+            };
             let n = (free as usize).min(total - done);
             for i in done..done + n {
                 let words = cmds.get(i).copied().unwrap_or_else(sync_words);
@@ -249,6 +256,7 @@ impl CmdQueue {
         let mut free = 0;
         let waited = poll_until(SYNC_TIMEOUT, || {
             let cons = self.q.pos(io.read(Reg::CmdqCons));
+            self.cons = cons;
             if ready(&self.q, self.prod, cons) {
                 free = self.q.free(self.prod, cons);
                 return true;

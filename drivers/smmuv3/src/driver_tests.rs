@@ -692,6 +692,8 @@ fn smmuv3_domain_unmap_gathers_and_sync_issues_the_planned_tlbis() {
             [opcode::CMD_SYNC, 0]
         ]
     );
+    // The queue was known empty: CONS is read only to see the sync consumed.
+    assert_eq!(fake.cons_reads(), 1);
     let s = d.stats();
     assert_eq!((s.tlbi_commands, s.syncs), (1, 1));
     assert!(s.last_flush.is_some_and(|f| f.leaf && !f.whole_asid));

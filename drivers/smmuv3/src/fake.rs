@@ -64,6 +64,8 @@ pub struct Model {
     pub writes: Vec<Access>,
     /// Every command consumed, in order.
     pub commands: Vec<[u64; 2]>,
+    /// CMDQ_CONS reads (each an exit to the device model on real hardware emulation).
+    pub cons_reads: u64,
     cr0: u32,
     cr0ack: u32,
     ack_reads_left: u32,
@@ -177,6 +179,7 @@ impl Model {
             Reg::StrtabBaseCfg => self.strtab_cfg,
             Reg::CmdqProd => self.cmdq_prod,
             Reg::CmdqCons => {
+                self.cons_reads += 1;
                 if self.lazy {
                     self.consume(1);
                 }
@@ -330,12 +333,18 @@ impl FakeSmmu {
         self.with(|m| m.commands.iter().map(|c| (c[0] & 0xff) as u8).collect())
     }
 
-    /// Forgets the recorded writes and commands.
+    /// Forgets the recorded writes, commands and CMDQ_CONS reads.
     pub fn clear_log(&self) {
         self.with(|m| {
             m.writes.clear();
             m.commands.clear();
+            m.cons_reads = 0;
         });
+    }
+
+    /// CMDQ_CONS reads since the log was last cleared.
+    pub fn cons_reads(&self) -> u64 {
+        self.with(|m| m.cons_reads)
     }
 
     /// Points the event queue at `base` (an EVENTQ_BASE value) and enables it, for tests of
