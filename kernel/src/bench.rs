@@ -105,11 +105,11 @@ fn breakdown(dev: &Arc<dma::DmaDevice>, d: &Arc<dma::IommuDma>) {
         let _ = domain.map(iova, pa, 4096, iommu::Prot::RW);
         domain.unmap(iova, 4096);
     });
-    domain.iotlb_sync();
+    let _ = domain.iotlb_sync();
     time_per_op("dma_breakdown_4k_iotlb_sync", N, || {
         let _ = domain.map(iova, pa, 4096, iommu::Prot::RW);
         domain.unmap(iova, 4096);
-        domain.iotlb_sync();
+        let _ = domain.iotlb_sync();
     });
     d.free_unmapped_iova(iova, 4096);
 }

@@ -260,7 +260,7 @@ fn check_edu() -> alloc::vec::Vec<Check> {
             name: "edu-round-trip",
             result: match e.round_trip_result() {
                 Ok(addr) => Ok(alloc::format!(
-                    "{}: 4096 bytes through {:#x}, {} DMA, {}",
+                    "{}: 4096 bytes out and back, in through {:#x}, {} DMA, {}",
                     e.name,
                     addr.0,
                     e.dma.ops_name(),

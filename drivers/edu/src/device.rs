@@ -341,7 +341,7 @@ impl Driver for EduDriver {
             .map_err(failed)?;
         dev_info!(
             log,
-            "{bits}-bit DMA mask, {} DMA, {kind}; round trip started through {src_addr:#x}",
+            "{bits}-bit DMA mask, {} DMA, {kind}; round trip started, out through {src_addr:#x}",
             dma.ops_name()
         );
         BOUND.lock().push(device.clone());

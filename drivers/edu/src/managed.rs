@@ -12,7 +12,7 @@ use core::time::Duration;
 use addr::{Iova, PAGE_SIZE};
 use devmodel::{Driver, DriverData, MatchId, ProbeCtx, ProbeError};
 use iommu::{IommuDomain, Prot};
-use kapi::dev_info;
+use kapi::{dev_err, dev_info};
 use kapi::dma_mem::Frames;
 use kapi::logging::DevLog;
 use pci_ecam::PciDevice;
@@ -156,7 +156,10 @@ impl Drop for ManagedEdu {
         for iova in [SRC_IOVA, DST_IOVA] {
             self.domain.unmap(iova, PAGE_SIZE);
         }
-        self.domain.iotlb_sync();
+        // Detached first, so even a failed invalidation leaves no path to the pages.
+        if let Err(e) = self.domain.iotlb_sync() {
+            dev_err!(self.log, "invalidating its domain: {e}");
+        }
         dev_info!(self.log, "detached its domain and unmapped its pages");
         let _ = (&self.src, &self.dst);
     }

@@ -249,7 +249,7 @@ impl IommuDomain for SmmuDomain {
         }
     }
 
-    fn iotlb_sync(&self) {
+    fn iotlb_sync(&self) -> Result<(), IommuError> {
         let smmu = self.smmu.upgrade();
         let mut inner = self.inner.lock();
         let Inner {
@@ -258,22 +258,25 @@ impl IommuDomain for SmmuDomain {
             stats,
         } = &mut *inner;
         let (Some(table), Some(pending)) = (table.as_mut(), gather.take()) else {
-            return;
+            return Ok(());
         };
         let asid = self.asid;
-        if let Err(unflushed) = table.flush(pending, |inv| {
-            Self::invalidate(smmu.as_ref(), asid, inv, stats)
-        }) {
-            kapi::dev_err!(
-                self.log,
-                "asid {asid}: TLB invalidation failed: {}; table pages held",
-                unflushed.error
-            );
-            *gather = Some(unflushed.gather);
-        }
+        table
+            .flush(pending, |inv| {
+                Self::invalidate(smmu.as_ref(), asid, inv, stats)
+            })
+            .map_err(|unflushed| {
+                let e = unflushed.error;
+                kapi::dev_err!(
+                    self.log,
+                    "asid {asid}: TLB invalidation failed: {e}; table pages held"
+                );
+                *gather = Some(unflushed.gather);
+                e.into()
+            })
     }
 
-    fn flush_all(&self) {
+    fn flush_all(&self) -> Result<(), IommuError> {
         let smmu = self.smmu.upgrade();
         let mut inner = self.inner.lock();
         let Inner {
@@ -281,13 +284,15 @@ impl IommuDomain for SmmuDomain {
             gather,
             stats,
         } = &mut *inner;
-        let Some(table) = table.as_mut() else { return };
+        let Some(table) = table.as_mut() else {
+            return Ok(());
+        };
         if let Some(smmu) = &smmu {
             match smmu.invalidate_asid(self.asid) {
                 Ok(flush) => Self::record(stats, flush),
                 Err(e) => {
                     kapi::dev_err!(self.log, "asid {}: TLB invalidation failed: {e}", self.asid);
-                    return;
+                    return Err(e.into());
                 }
             }
         }
@@ -295,6 +300,7 @@ impl IommuDomain for SmmuDomain {
             // The whole ASID is invalidated and synced: nothing cached refers to these pages.
             let _ = table.flush(pending, |_| Ok::<(), SmmuError>(()));
         }
+        Ok(())
     }
 
     fn iova_to_phys(&self, iova: Iova) -> Option<PhysAddr> {

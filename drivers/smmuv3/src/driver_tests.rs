@@ -683,7 +683,7 @@ fn smmuv3_domain_unmap_gathers_and_sync_issues_the_planned_tlbis() {
     assert_eq!(d.unmap(Iova(0x10_1000), 0x1000), 0x1000);
     assert!(fake.commands().is_empty());
     assert!(d.has_pending_invalidation());
-    d.iotlb_sync();
+    d.iotlb_sync().expect("invalidation");
     // One range TLBI_NH_VA (RIL): 1 page, TG = 4K, TTL = 3, Leaf = 1; then CMD_SYNC.
     assert_eq!(
         fake.commands(),
@@ -702,7 +702,7 @@ fn smmuv3_domain_unmap_gathers_and_sync_issues_the_planned_tlbis() {
     fake.clear_log();
     d.unmap(Iova(0x10_0000), 0x1000);
     d.unmap(Iova(0x10_2000), 0x2000);
-    d.iotlb_sync();
+    d.iotlb_sync().expect("invalidation");
     let t = tlbis(&fake.commands());
     assert!(!t.is_empty() && t.iter().all(|c| c[1] & 1 == 1), "{t:?}");
     assert_eq!(d.table_pages(), 4);
@@ -711,7 +711,7 @@ fn smmuv3_domain_unmap_gathers_and_sync_issues_the_planned_tlbis() {
     fake.clear_log();
     assert_eq!(d.unmap(Iova(0), 512 << 30), 0);
     assert_eq!(d.table_pages(), 4, "freed tables are held until the sync");
-    d.iotlb_sync();
+    d.iotlb_sync().expect("invalidation");
     let t = tlbis(&fake.commands());
     assert!(!t.is_empty() && t.len() <= 4, "{t:?}");
     assert!(t.iter().all(|c| c[1] & 1 == 0 && c[1] >> 8 & 3 == 0));
@@ -719,7 +719,7 @@ fn smmuv3_domain_unmap_gathers_and_sync_issues_the_planned_tlbis() {
     assert!(!d.has_pending_invalidation());
     // flush_all: one TLBI_NH_ASID.
     fake.clear_log();
-    d.flush_all();
+    d.flush_all().expect("invalidation");
     assert_eq!(
         fake.commands(),
         [[asid << 48 | 0x11, 0], [opcode::CMD_SYNC, 0]]
@@ -740,7 +740,7 @@ fn smmuv3_domain_without_ril_invalidates_page_by_page() {
         .unwrap();
     fake.clear_log();
     d.unmap(Iova(0x20_1000), 0x3000);
-    d.iotlb_sync();
+    d.iotlb_sync().expect("invalidation");
     let t = tlbis(&fake.commands());
     assert_eq!(
         t.iter().map(|c| c[1]).collect::<Vec<_>>(),
@@ -896,7 +896,7 @@ fn smmuv3_instance_drop_disables_the_smmu_and_frees_its_memory() {
     // The domain outlives its SMMU harmlessly; its pages go with it.
     d.map(Iova(0), PhysAddr(0x4000_0000), 0x1000, Prot::RW)
         .unwrap();
-    d.iotlb_sync();
+    d.iotlb_sync().expect("invalidation");
     drop(d);
     assert_eq!(platform.frames_in_use(), before);
 }

@@ -85,7 +85,7 @@ ktests! {
         let before = s.cmdq_stats();
         kassert_eq!(d.unmap(Iova(0x10_1000), 0x1000), 0x1000);
         kassert_eq!(s.cmdq_stats().commands, before.commands, "unmap issued commands");
-        d.iotlb_sync();
+        d.iotlb_sync().expect("invalidation");
         let after = s.cmdq_stats();
         kassert_eq!(after.tlbi, before.tlbi + 1);
         kassert_eq!(after.syncs, before.syncs + 1);
@@ -95,12 +95,12 @@ ktests! {
         kassert_eq!(d.iova_to_phys(Iova(0x10_1000)), None);
         d.unmap(Iova(0x10_0000), 0x1000);
         d.unmap(Iova(0x10_2000), 0x2000);
-        d.iotlb_sync();
+        d.iotlb_sync().expect("invalidation");
         kassert!(d.stats().last_flush.is_some_and(|f| f.leaf), "{:?}", d.stats());
         kassert_eq!(d.table_pages(), 4, "emptied tables stay for the next map");
         // An unmap of the level-0 entry's whole span takes them (Leaf = 0: walk caches too).
         d.unmap(Iova(0), 512 << 30);
-        d.iotlb_sync();
+        d.iotlb_sync().expect("invalidation");
         kassert!(d.stats().last_flush.is_some_and(|f| !f.leaf), "{:?}", d.stats());
         kassert_eq!(d.table_pages(), 1);
         drop(d);

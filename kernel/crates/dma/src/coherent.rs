@@ -96,7 +96,10 @@ impl DmaDevice {
                         prot(Direction::Bidirectional, self.is_coherent()),
                     ) {
                         if at > 0 {
-                            let _ = d.unmap(base, at, at, self.name());
+                            // Strict whatever the policy: the frames are freed on return.
+                            if d.unmap_strict(base, at, at, self.name()).is_err() {
+                                core::mem::forget(blocks);
+                            }
                         } else {
                             d.free_unmapped_iova(base, total);
                         }

@@ -25,6 +25,10 @@ pub enum DmaError {
     Iommu(iommu::IommuError),
     /// A broken kernel invariant (page tables and allocator disagree, a double unmap...).
     Invariant(String),
+    /// The IOTLB invalidation after an unmap did not complete: the device may still reach the
+    /// memory through a stale entry, so the IOVA range is never reused and the memory must not
+    /// be either.
+    InvalidationFailed(String),
 }
 
 impl fmt::Display for DmaError {
@@ -44,6 +48,10 @@ impl fmt::Display for DmaError {
             DmaError::BadMask(bits) => write!(f, "a {bits}-bit DMA mask is not supported"),
             DmaError::Iommu(e) => write!(f, "IOMMU: {e}"),
             DmaError::Invariant(s) => write!(f, "broken invariant: {s}"),
+            DmaError::InvalidationFailed(s) => write!(
+                f,
+                "{s}: the IOVA range is retired and the memory kept from reuse"
+            ),
         }
     }
 }

@@ -196,7 +196,7 @@ impl IommuDma {
         let unmapped = self.domain.unmap(iova, size);
         if unmapped != mapped {
             // Do not free: whatever the tables hold at this range is unknown.
-            self.domain.iotlb_sync();
+            let _ = self.domain.iotlb_sync();
             let msg = format!(
                 "{who}: unmap of IOVA {iova:#x}+{size:#x} removed {unmapped:#x} bytes, {mapped:#x} were mapped: page tables and IOVA allocator disagree"
             );
@@ -205,7 +205,9 @@ impl IommuDma {
         }
         if strict {
             // Strict: the invalidation completes before the IOVA can be handed out again.
-            self.domain.iotlb_sync();
+            if let Err(e) = self.domain.iotlb_sync() {
+                return Err(retire(iova, size, who, &e));
+            }
             self.release(iova, size, who)
         } else {
             let flush_now = {
@@ -250,8 +252,16 @@ impl IommuDma {
         if st.queue.is_empty() {
             return;
         }
-        // The invalidation and its sync complete before any queued IOVA is freed.
-        self.domain.flush_all();
+        // The invalidation and its sync complete before any queued IOVA is freed. When it fails
+        // they stay queued, and the next flush (the next unmap arms one) tries again.
+        if let Err(e) = self.domain.flush_all() {
+            log::error!(
+                target: "iommu-dma",
+                "flush queue: IOTLB invalidation failed ({e}); {} IOVA ranges stay queued",
+                st.queue.len()
+            );
+            return;
+        }
         let queued = core::mem::take(&mut st.queue);
         for (iova, size) in queued {
             if let Err(e) = st.iova.free(iova, size) {
@@ -272,6 +282,16 @@ impl Drop for IommuDma {
         self.flush_queue();
         dec(&LIVE_DOMAINS);
     }
+}
+
+/// An unmapped range whose invalidation failed: reported, and never given back to the allocator
+/// (it stays allocated, so the leak checks see it too).
+fn retire(iova: Iova, size: u64, who: &str, e: &iommu::IommuError) -> DmaError {
+    let err = DmaError::InvalidationFailed(format!(
+        "{who}: IOTLB invalidation of IOVA {iova:#x}+{size:#x} failed ({e})"
+    ));
+    log::error!(target: "iommu-dma", "{err}");
+    err
 }
 
 fn clip(r: Range<Iova>, aperture: Range<Iova>) -> Option<Range<Iova>> {

@@ -6,6 +6,7 @@ use core::marker::PhantomData;
 
 use addr::{Iova, PAGE_SIZE, PhysAddr, VirtAddr};
 
+use crate::stream::retire_buffer;
 use crate::debug::Kind;
 use crate::device::{Backend, DmaDevice, RawMapping, prot};
 use crate::direction::DmaDirection;
@@ -207,9 +208,17 @@ impl<D: DmaDirection> DmaSgTable<D> {
             .map(|b| (VirtAddr(b.as_ptr() as u64), b.len()))
     }
 
-    fn unmap(&mut self) {
+    /// Unmaps; false when an invalidation failed and the buffers must never be reused.
+    fn unmap(&mut self) -> bool {
         let Some(mapped) = self.mapped.take() else {
-            return;
+            return true;
+        };
+        let mut reusable = true;
+        let mut report = |e: DmaError| {
+            log::error!(target: "dma", "{}: {e}", self.dev.name());
+            if matches!(e, DmaError::InvalidationFailed(_)) {
+                reusable = false;
+            }
         };
         let first = self.segments.first().map_or(Iova(0), |s| s.0);
         let total: u64 = self.bufs.iter().map(|b| b.len() as u64).sum();
@@ -221,7 +230,7 @@ impl<D: DmaDirection> DmaSgTable<D> {
                 if let Some(d) = self.dev.iommu_dma()
                     && let Err(e) = d.unmap(base, len, mapped, self.dev.name())
                 {
-                    log::error!(target: "dma", "{}: {e}", self.dev.name());
+                    report(e);
                 }
                 if !self.dev.is_coherent() && D::DIRECTION.device_writes() {
                     for b in &self.bufs {
@@ -242,22 +251,30 @@ impl<D: DmaDirection> DmaSgTable<D> {
                         None
                     };
                     if let Err(e) = self.dev.unmap_range(m, out) {
-                        log::error!(target: "dma", "{}: {e}", self.dev.name());
+                        report(e);
                     }
                 }
             }
         }
+        reusable
     }
 
-    /// Unmaps and returns the buffers, with what the device wrote.
+    /// Unmaps and returns the buffers, with what the device wrote. Should the invalidation
+    /// fail, the bytes come back in copies and the buffers themselves are never freed.
     pub fn into_buffers(mut self) -> Vec<Vec<u8>> {
-        self.unmap();
-        core::mem::take(&mut self.bufs)
+        if self.unmap() {
+            return core::mem::take(&mut self.bufs);
+        }
+        let copies = self.bufs.clone();
+        self.bufs.iter_mut().for_each(retire_buffer);
+        copies
     }
 }
 
 impl<D: DmaDirection> Drop for DmaSgTable<D> {
     fn drop(&mut self) {
-        self.unmap();
+        if !self.unmap() {
+            self.bufs.iter_mut().for_each(retire_buffer);
+        }
     }
 }

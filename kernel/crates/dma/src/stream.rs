@@ -141,20 +141,35 @@ impl<D: DmaDirection> DmaStream<D> {
         self.dev.unmap_range(&self.map, out)
     }
 
-    /// Unmaps and returns the buffer, with what the device wrote.
+    /// Unmaps and returns the buffer, with what the device wrote. Should the invalidation fail,
+    /// the bytes come back in a copy and the buffer itself is never freed.
     pub fn into_buffer(mut self) -> Vec<u8> {
         let r = self.unmap();
         if let Err(e) = r {
             log::error!(target: "dma", "{}: {e}", self.dev.name());
+            if matches!(e, DmaError::InvalidationFailed(_)) {
+                let copy = self.buf.clone();
+                retire_buffer(&mut self.buf);
+                return copy;
+            }
         }
         core::mem::take(&mut self.buf)
     }
+}
+
+/// Keeps a buffer the device may still reach through a stale IOTLB entry from ever being
+/// reused: it is leaked, deliberately.
+pub(crate) fn retire_buffer(buf: &mut Vec<u8>) {
+    core::mem::forget(core::mem::take(buf));
 }
 
 impl<D: DmaDirection> Drop for DmaStream<D> {
     fn drop(&mut self) {
         if let Err(e) = self.unmap() {
             log::error!(target: "dma", "{}: {e}", self.dev.name());
+            if matches!(e, DmaError::InvalidationFailed(_)) {
+                retire_buffer(&mut self.buf);
+            }
         }
     }
 }

@@ -482,3 +482,47 @@ fn an_unmap_that_finds_the_page_tables_changed_is_a_loud_invariant_error() {
     assert!(matches!(dev.unmap_single(&m), Err(DmaError::Invariant(_))));
     drop(s);
 }
+
+#[test]
+fn a_failed_invalidation_retires_the_iova_and_keeps_the_memory_from_reuse() {
+    use core::sync::atomic::Ordering::Relaxed;
+    let _s = serial();
+    let base = Baseline::take();
+    let p = kapi::platform::fake::install();
+    let (dev, domain) = iommu_device(true, &[]);
+
+    // Streaming, strict: the IOVA stays allocated and is never handed out again.
+    let s = dev.map::<FromDevice>(pattern(4096)).unwrap();
+    let first = s.addr();
+    domain.failing_syncs.store(true, Relaxed);
+    let back = s.into_buffer();
+    assert_eq!(back, pattern(4096), "the bytes still come back, in a copy");
+    assert_eq!(base.iova_ranges(), 1, "the range is retired, not freed");
+    domain.failing_syncs.store(false, Relaxed);
+    let next = dev.map::<FromDevice>(vec![0; 4096]).unwrap();
+    assert_ne!(next.addr(), first, "a retired IOVA is not reused");
+    drop(next);
+    assert_eq!(base.iova_ranges(), 1);
+
+    // Coherent: the frames do not go back to the allocator.
+    let frames = p.frames_in_use();
+    let c = dev.alloc_coherent(8192).unwrap();
+    let held = p.frames_in_use() - frames;
+    domain.failing_syncs.store(true, Relaxed);
+    drop(c);
+    domain.failing_syncs.store(false, Relaxed);
+    assert_eq!(p.frames_in_use(), frames + held, "coherent frames kept");
+    assert_eq!(base.iova_ranges(), 2);
+
+    // Lazy: the queued ranges wait for a flush that works.
+    let (lazy, lazy_domain) = iommu_device(false, &[]);
+    let lazy_base = Baseline::take();
+    drop(lazy.map::<FromDevice>(vec![0; 4096]).unwrap());
+    lazy_domain.failing_syncs.store(true, Relaxed);
+    p.run_timers();
+    assert_eq!(lazy_base.iova_ranges(), 1, "still queued after the failed flush");
+    lazy_domain.failing_syncs.store(false, Relaxed);
+    drop(lazy.map::<FromDevice>(vec![0; 4096]).unwrap());
+    p.run_timers();
+    assert_eq!(lazy_base.iova_ranges(), 0, "freed by the next flush that completes");
+}

@@ -8,7 +8,7 @@ use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use addr::{Iova, PhysAddr, Range};
 use std::sync::Mutex;
@@ -117,6 +117,7 @@ impl IommuOps for FakeIommu {
             pages: Mutex::new(BTreeMap::new()),
             pending: Mutex::new(Vec::new()),
             syncs: AtomicU32::new(0),
+            failing_syncs: AtomicBool::new(false),
             aperture: Range::new(Iova(0), 1 << 48),
         }))
     }
@@ -162,6 +163,8 @@ pub struct FakeDomain {
     pending: Mutex<Vec<(u64, u64)>>,
     /// Number of iotlb_sync / flush_all calls.
     pub syncs: AtomicU32,
+    /// While set, every invalidation fails (a hardware that stopped answering).
+    pub failing_syncs: AtomicBool,
     aperture: Range<Iova>,
 }
 
@@ -188,6 +191,7 @@ impl FakeDomain {
             pages: Mutex::new(BTreeMap::new()),
             pending: Mutex::new(Vec::new()),
             syncs: AtomicU32::new(0),
+            failing_syncs: AtomicBool::new(false),
             aperture: Range::new(Iova(0), 1 << 48),
         })
     }
@@ -238,12 +242,16 @@ impl IommuDomain for FakeDomain {
         self.pending.lock().expect("pending").push((iova.0, size));
         n
     }
-    fn iotlb_sync(&self) {
+    fn iotlb_sync(&self) -> Result<(), IommuError> {
+        if self.failing_syncs.load(Ordering::Relaxed) {
+            return Err(IommuError::Driver("invalidation timed out (fake)".into()));
+        }
         self.pending.lock().expect("pending").clear();
         self.syncs.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
-    fn flush_all(&self) {
-        self.iotlb_sync();
+    fn flush_all(&self) -> Result<(), IommuError> {
+        self.iotlb_sync()
     }
     fn iova_to_phys(&self, iova: Iova) -> Option<PhysAddr> {
         let pages = self.pages.lock().expect("pages");

@@ -226,9 +226,12 @@ pub trait IommuDomain: Send + Sync {
     /// and page-table pages freed by the unmap are held until then too.
     fn unmap(&self, iova: Iova, size: u64) -> u64;
     /// Issues the gathered invalidation and waits for it (strict mode: after every unmap).
-    fn iotlb_sync(&self);
-    /// Invalidates the whole domain and waits (lazy mode: once per flush-queue batch).
-    fn flush_all(&self);
+    /// An error means the IOTLB may still hold the unmapped entries: the caller must not
+    /// reuse the IOVAs nor free the memory they pointed at.
+    fn iotlb_sync(&self) -> Result<(), IommuError>;
+    /// Invalidates the whole domain and waits (lazy mode: once per flush-queue batch). An
+    /// error means the same as for [`IommuDomain::iotlb_sync`].
+    fn flush_all(&self) -> Result<(), IommuError>;
     /// Where `iova` is mapped, if anywhere.
     fn iova_to_phys(&self, iova: Iova) -> Option<PhysAddr>;
     /// The input address range this domain can translate.
