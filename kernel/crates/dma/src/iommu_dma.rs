@@ -330,9 +330,10 @@ fn bus_holes(bus: &BusMap, aperture: Range<Iova>) -> Vec<Range<Iova>> {
         .into_iter()
         .filter(|(s, e)| e > s)
         .map(|(s, e)| {
-            // Whole pages only: a partial page at an edge stays usable.
-            let s = s.next_multiple_of(PAGE_SIZE);
-            let e = e & !(PAGE_SIZE - 1);
+            // Whole pages, rounded outwards: a page only partly inside a window would let the
+            // device's access to its other part go nowhere.
+            let s = s & !(PAGE_SIZE - 1);
+            let e = e.checked_next_multiple_of(PAGE_SIZE).unwrap_or(u64::MAX & !(PAGE_SIZE - 1));
             (s, e)
         })
         .filter(|(s, e)| e > s)

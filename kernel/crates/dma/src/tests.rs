@@ -242,6 +242,33 @@ fn dma_ranges_holes_are_kept_out_of_iova_space() {
 }
 
 #[test]
+fn a_page_only_partly_inside_a_dma_window_is_never_handed_out() {
+    let _s = serial();
+    let domain = fake_domain();
+    // 0x8000_0800..0x8000_3800: two pages lie wholly inside, two only partly.
+    let bus = BusMap {
+        windows: vec![DmaWindow {
+            bus: 0x8000_0800,
+            cpu: 0x4000_0800,
+            size: 0x3000,
+        }],
+    };
+    let dma = IommuDma::for_domain(&dyn_domain(&domain), &[], &bus, true).unwrap();
+    let dev = DmaDeviceBuilder::iommu("d", dma).bus(bus).build();
+    dev.set_mask(64).unwrap();
+    let mut pages = Vec::new();
+    while let Ok(m) = dev.map_single(PhysAddr(0x4000_0000), 4096, Direction::ToDevice) {
+        pages.push(m);
+    }
+    let mut addrs: Vec<u64> = pages.iter().map(|m| m.addr.0).collect();
+    addrs.sort_unstable();
+    assert_eq!(addrs, [0x8000_1000, 0x8000_2000]);
+    for m in &pages {
+        dev.unmap_single(m).unwrap();
+    }
+}
+
+#[test]
 fn scatter_gather_uses_one_range_and_merges_within_limits() {
     let _s = serial();
     let base = Baseline::take();
