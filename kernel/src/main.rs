@@ -52,6 +52,8 @@ extern "C" fn kernel_entry(dtb_pa: u64, entry_el: u64) -> ! {
     timeline::mark(timeline::Mark::Entry);
     let status = boot(dtb_pa, entry_el);
     profile::dump();
+    // Said here because PSCI SYSTEM_OFF, unlike semihosting, cannot hand the status to QEMU.
+    log::info!(target: "kernel", "powering off, status {}", status as u32);
     arch::exit(status)
 }
 
@@ -69,7 +71,10 @@ fn boot(dtb_pa: u64, entry_el: u64) -> ExitCode {
         return ExitCode::BadBoot;
     };
     let ram = dt.memory();
-    let Some(uart) = dt.stdout_pl011().and_then(|r| mm::early_mmio(r, &ram)) else {
+    let Some(console_regs) = dt.stdout_pl011() else {
+        return ExitCode::BadBoot;
+    };
+    let Some(uart) = mm::early_mmio(console_regs, &ram) else {
         return ExitCode::BadBoot;
     };
     let Ok(uart) = pl011::Pl011::new(&uart) else {
@@ -90,9 +95,10 @@ fn boot(dtb_pa: u64, entry_el: u64) -> ExitCode {
     } else {
         String::new()
     };
-    log::info!(target: "kernel", "{} {entered}running at EL{el}, device tree at {:#x} ({} KiB), PSCI {}",
+    log::info!(target: "kernel", "{} {entered}running at EL{el}, device tree at {:#x} ({} KiB), PSCI {}, console PL011 at {:#x} (stdout-path)",
         dt.model(), dt.blob_range().base, dt.blob_range().size / 1024,
-        conduit.map_or("absent", |c| if c == arch::psci::Conduit::Hvc { "hvc" } else { "smc" }));
+        conduit.map_or("absent", |c| if c == arch::psci::Conduit::Hvc { "hvc" } else { "smc" }),
+        console_regs.base);
     if !dt.bootargs().is_empty() {
         log::info!(target: "kernel", "command line: {}", dt.bootargs());
     }
@@ -123,11 +129,16 @@ fn boot(dtb_pa: u64, entry_el: u64) -> ExitCode {
     dma_setup::init(&args);
     let devs = devices::init(dt.tree(), &args);
     timeline::mark(timeline::Mark::AllBound);
-    log::info!(target: "devmodel", "{} devices: {} bound, {} deferred, {} failed",
-        devs.devices, devs.bound, devs.deferred, devs.failed);
+    log::info!(target: "devmodel", "{} devices: {} bound, {} deferred, {} failed, {} with no driver",
+        devs.devices, devs.bound, devs.deferred, devs.failed,
+        devs.devices - devs.bound - devs.deferred - devs.failed);
 
     if !args.ktest.is_empty() {
         let tally = ktest_runner::run(&args.ktest);
+        if tally.pass + tally.fail + tally.skip == 0 {
+            log::error!(target: "kernel", "ktest={}: no test has that name or prefix", args.ktest.join(","));
+            return ExitCode::Failure;
+        }
         return if tally.fail == 0 {
             ExitCode::Success
         } else {
@@ -177,7 +188,7 @@ fn init_interrupts(dt: &dt::DeviceTree, profile: bool) -> Result<(), String> {
         Box::new(arch::cpu::GicCpuInterface),
     )
     .map_err(|e| alloc::format!("gicv3: {e}"))?;
-    log::info!(target: "gicv3", "distributor {:#x}, redistributor {:#x} (CPU affinity {:#x}), {} SPIs",
+    log::info!(target: "gicv3", "distributor {:#x}, redistributor {:#x} (CPU affinity {:#x}), {} SPIs, CPU interface through ICC_* system registers",
         gicd.base, gicr.base, arch::cpu::affinity(), gic.spi_count());
     // LPIs and the ITS carry MSIs; without them devices fall back to INTx.
     match dt.gic_its() {

@@ -18,6 +18,8 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::io::Write;
+
 use anyhow::{Context, Result, anyhow};
 use of::{BusRanges, DmaConstraint, DmaNode, DmaTopology, IdMap};
 
@@ -36,12 +38,16 @@ pub fn run(args: &DtDmaArgs) -> Result<ExitCode> {
     let blob =
         std::fs::read(&args.dtb).with_context(|| format!("reading {}", args.dtb.display()))?;
     let topology = of::dma_topology(&blob).map_err(|e| anyhow!("{}: {e}", args.dtb.display()))?;
-    if args.json {
-        println!("{}", json(&topology));
+    let out = if args.json {
+        format!("{}\n", json(&topology))
     } else {
-        print!("{}", text(&topology, &args.dtb.display().to_string()));
+        text(&topology, &args.dtb.display().to_string())
+    };
+    // A reader that stops early (`| head`) is not an error.
+    match std::io::stdout().lock().write_all(out.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("writing stdout"),
+        _ => Ok(ExitCode::SUCCESS),
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 fn quote(s: &str) -> String {

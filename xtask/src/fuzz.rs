@@ -109,11 +109,18 @@ fn ensure_tools() -> Result<()> {
             ]),
         )?;
     }
-    let cxx = ["c++", "g++", "clang++"]
-        .iter()
-        .any(|c| output_ok(Command::new(c).arg("--version")).is_some());
-    if !cxx {
-        bail!("libFuzzer is C++: install a C++ compiler (Debian: `apt-get install g++`)");
+    let has_cxx = || {
+        ["c++", "g++", "clang++"]
+            .iter()
+            .any(|c| output_ok(Command::new(c).arg("--version")).is_some())
+    };
+    if !has_cxx() {
+        // libFuzzer is C++.
+        crate::setup::apt_install(&["g++"])
+            .context("libFuzzer needs a C++ compiler (Debian: `apt-get install g++`)")?;
+    }
+    if !has_cxx() {
+        bail!("libFuzzer needs a C++ compiler and none was found after installing g++");
     }
     Ok(())
 }

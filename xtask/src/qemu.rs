@@ -186,6 +186,16 @@ pub fn command_line(args: &QemuArgs, kernel: &Path) -> Result<Vec<String>> {
             Some(d) => d.clone(),
             None => disk::default_disk()?,
         };
+        let len = std::fs::metadata(&image)
+            .with_context(|| format!("disk image {}", image.display()))?
+            .len();
+        if len % 512 != 0 {
+            bail!(
+                "disk image {} is {len} bytes, not a whole number of 512-byte sectors: QEMU would \
+                 pad it and the kernel's digest could not match the file",
+                image.display()
+            );
+        }
         // Read-only: several QEMUs share the default image, and a user's `--disk` is never
         // modified. Tests that write get a private copy (`scratch_disk`).
         let mode = if args.scratch_disk {
@@ -205,7 +215,8 @@ pub fn command_line(args: &QemuArgs, kernel: &Path) -> Result<Vec<String>> {
         argv.extend(["-icount".into(), format!("shift={ICOUNT_SHIFT},sleep=off")]);
     }
     if args.gdb {
-        argv.extend(["-s".into(), "-S".into()]);
+        // Loopback only (`-s` would listen on every interface).
+        argv.extend(["-gdb".into(), "tcp:localhost:1234".into(), "-S".into()]);
     }
     argv.extend(args.extra.iter().cloned());
     Ok(argv)
@@ -373,7 +384,7 @@ pub fn run_interactive(args: &QemuArgs) -> Result<ExitCode> {
     println!("$ {}", shell_line(&argv));
     if args.gdb {
         println!(
-            "QEMU waits for gdb: `gdb-multiarch {} -ex 'target remote :1234'`",
+            "QEMU waits for gdb: `gdb-multiarch {} -ex 'target remote localhost:1234'`",
             target_dir()
                 .join(kbuild::TARGET)
                 .join("release/kernel")
@@ -395,12 +406,21 @@ pub fn run_interactive(args: &QemuArgs) -> Result<ExitCode> {
         );
     }
     let mut code = r.exit_code.unwrap_or(1);
+    let kernel_spoke = r.lines.iter().any(|l| l.starts_with('['));
+    if !kernel_spoke && let Some(l) = r.lines.iter().find(|l| l.starts_with("qemu-system-")) {
+        bail!("QEMU did not start the kernel: {l}");
+    }
     eprintln!(
         "xtask: kernel exited with status {code} after {:.2} s (log: {})",
         r.wall.as_secs_f64(),
         log.display()
     );
-    if profiles()?.get(&args.profile).is_some_and(|p| p.disk) {
+    // The disk is read and hashed by the normal boot's main job, which a test run skips.
+    let main_job = !args
+        .append
+        .split_whitespace()
+        .any(|a| a.starts_with("ktest="));
+    if main_job && profiles()?.get(&args.profile).is_some_and(|p| p.disk) {
         let image = match &args.disk {
             Some(d) => d.clone(),
             None => disk::default_disk()?,
@@ -418,7 +438,11 @@ pub fn run_interactive(args: &QemuArgs) -> Result<ExitCode> {
                 code = 1;
             }
             DigestCheck::NotPrinted => {
-                eprintln!("xtask: the kernel printed no disk digest (no disk driver bound?)")
+                eprintln!(
+                    "xtask: the kernel printed no digest of {} (was the disk driver bound?)",
+                    image.display()
+                );
+                code = code.max(1);
             }
         }
     }

@@ -103,12 +103,34 @@ fn is_debian_bookworm() -> bool {
         .unwrap_or(false)
 }
 
-fn install_packages() -> Result<()> {
-    if !is_root() || !is_debian_bookworm() {
+/// True when this command may install Debian packages itself.
+fn can_install() -> bool {
+    is_root() && is_debian_bookworm()
+}
+
+/// Installs Debian packages from bookworm's main suite (root on bookworm only).
+pub fn apt_install(packages: &[&str]) -> Result<()> {
+    if !can_install() {
         bail!(
-            "QEMU {MIN_QEMU_MAJOR}.x and dtc are needed: as root on Debian bookworm this command installs them \
-             itself; otherwise install qemu-system-aarch64 >= {MIN_QEMU_MAJOR}.0 (Debian: `apt-get install -t \
-             bookworm-backports qemu-system-arm`) and dtc (`device-tree-compiler`)"
+            "not root on Debian bookworm: install {} yourself",
+            packages.join(", ")
+        );
+    }
+    run("apt-get", &["update", "-q"])?;
+    let mut args = vec!["install", "-y", "-q"];
+    args.extend_from_slice(packages);
+    run("apt-get", &args)
+}
+
+/// Installs QEMU from bookworm-backports and dtc; `missing` says what is wrong now, for the
+/// message when this command cannot install them.
+fn install_packages(missing: &[String]) -> Result<()> {
+    if !can_install() {
+        bail!(
+            "{}: as root on Debian bookworm this command installs what is missing itself; otherwise \
+             install qemu-system-aarch64 >= {MIN_QEMU_MAJOR}.0 (Debian: `apt-get install -t \
+             bookworm-backports qemu-system-arm`) and dtc (`device-tree-compiler`)",
+            missing.join("; ")
         );
     }
     let has_backports = std::fs::read_dir("/etc/apt/sources.list.d")
@@ -156,10 +178,19 @@ pub fn ensure_qemu() -> Result<()> {
         return Ok(());
     }
     ensure_rust()?;
-    let qemu_ok = qemu_version().is_some_and(|(major, _, _)| major >= MIN_QEMU_MAJOR);
-    let dtc_ok = output("dtc", &["--version"]).is_some();
-    if !qemu_ok || !dtc_ok {
-        install_packages()?;
+    let mut missing = Vec::new();
+    match qemu_version() {
+        Some((major, _, _)) if major >= MIN_QEMU_MAJOR => {}
+        Some((major, minor, patch)) => missing.push(format!(
+            "{QEMU} {major}.{minor}.{patch} is too old ({MIN_QEMU_MAJOR}.0 or newer is needed)"
+        )),
+        None => missing.push(format!("{QEMU} is not installed")),
+    }
+    if output("dtc", &["--version"]).is_none() {
+        missing.push("dtc is not installed".into());
+    }
+    if !missing.is_empty() {
+        install_packages(&missing)?;
     }
     match qemu_version() {
         Some((major, minor, patch)) if major >= MIN_QEMU_MAJOR => {
@@ -176,7 +207,6 @@ pub fn ensure_qemu() -> Result<()> {
 }
 
 /// dtc, installed if missing.
-#[allow(dead_code)] // used by the DTB fixture builders
 pub fn ensure_dtc() -> Result<()> {
     if output("dtc", &["--version"]).is_none() {
         ensure_qemu()?;

@@ -197,10 +197,11 @@ fn judge(s: &Scenario, r: &qemu::RunResult) -> Tally {
     let mut t = Tally::default();
     let log = r.log.display().to_string();
     let mut problems = Vec::new();
+    let mut wrong_exit = None;
     if r.timed_out {
         problems.push(format!("timed out after {} s", s.timeout));
     } else if r.exit_code != Some(s.exit) {
-        problems.push(format!(
+        wrong_exit = Some(format!(
             "exit status {:?}, expected {}",
             r.exit_code, s.exit
         ));
@@ -291,6 +292,11 @@ fn judge(s: &Scenario, r: &qemu::RunResult) -> Tally {
         if !ended {
             problems.push("no `KTEST END` line".into());
         }
+        // A failing test makes the kernel exit with 1: that is the same failure, counted once.
+        let explained = !t.failed.is_empty() && r.exit_code == Some(1);
+        if !explained {
+            problems.extend(wrong_exit.take());
+        }
         // A filter that selects nothing (a typo, or a broken kernel) must not read as a pass.
         if r.lines
             .iter()
@@ -304,9 +310,10 @@ fn judge(s: &Scenario, r: &qemu::RunResult) -> Tally {
                 format!("{} (log: {log})", problems.join("; ")),
             ));
         }
-    } else if problems.is_empty() {
+    } else if problems.is_empty() && wrong_exit.is_none() {
         t.passed += 1;
     } else {
+        problems.extend(wrong_exit);
         t.failed.push((
             s.name.clone(),
             format!("{} (log: {log})", problems.join("; ")),
@@ -444,6 +451,8 @@ fn qemu_tests(args: &TestArgs) -> Result<Tally> {
 pub fn run(args: &TestArgs) -> Result<ExitCode> {
     let mut total = Tally::default();
     if !args.qemu && args.ktest.is_none() && args.scenario.is_none() {
+        // Before the host tests: some of them compile device-tree fixtures with dtc.
+        setup::ensure_dtc()?;
         total.merge(host_tests()?);
         if !args.no_fuzz {
             total.merge(fuzz_tests(args));

@@ -50,10 +50,11 @@ impl DeviceManager {
             .collect()
     }
 
-    /// Logs [`DeviceManager::deferred_report`] at warn level, target `devmodel <device>`.
+    /// Logs [`DeviceManager::deferred_report`], target `devmodel <device>`: info level, as the
+    /// end-of-boot summary already counts them as a problem when there are any.
     pub fn log_deferred_report(&self) {
         for line in self.deferred_report() {
-            dev_log!(warn, line.name, "{}", line.text);
+            dev_log!(info, line.name, "{}", line.text);
         }
     }
 
