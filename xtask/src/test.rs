@@ -77,6 +77,10 @@ pub struct Scenario {
     /// Regexes that must match exactly one line each (something reported once, not repeated).
     #[serde(default)]
     pub once: Vec<String>,
+    /// Exactly this many lines at error level (`<subsystem>: error: ...`), when set: bad input
+    /// is reported once, as an error, and nothing else goes wrong.
+    #[serde(default)]
+    pub errors: Option<usize>,
     /// Count each `KTEST` result of the run as a test of its own.
     #[serde(default)]
     pub ktests: bool,
@@ -192,6 +196,11 @@ fn fuzz_tests(args: &TestArgs) -> Tally {
     t
 }
 
+/// A kernel log line at error level: `[time] <subsystem>: error: ...`.
+fn is_error_line(line: &str) -> bool {
+    line.starts_with('[') && line.contains(": error: ")
+}
+
 /// Checks one finished run against its scenario.
 fn judge(s: &Scenario, r: &qemu::RunResult) -> Tally {
     let mut t = Tally::default();
@@ -240,6 +249,15 @@ fn judge(s: &Scenario, r: &qemu::RunResult) -> Tally {
             if n != 1 {
                 problems.push(format!("{n} lines match `{pattern}`, expected exactly one"));
             }
+        }
+    }
+    if let Some(want) = s.errors {
+        let errors: Vec<&String> = r.lines.iter().filter(|l| is_error_line(l)).collect();
+        if errors.len() != want {
+            problems.push(format!(
+                "{} error lines, expected {want}: {errors:?}",
+                errors.len()
+            ));
         }
     }
     if s.ktests {
@@ -379,6 +397,7 @@ fn qemu_tests(args: &TestArgs) -> Result<Tally> {
             expect: Vec::new(),
             reject: Vec::new(),
             once: Vec::new(),
+            errors: None,
             ktests: true,
             timeout: 300,
             scratch_disk: false,

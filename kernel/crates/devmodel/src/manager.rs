@@ -48,6 +48,9 @@ macro_rules! dev_log {
 }
 pub(crate) use dev_log;
 
+/// The step between match and probe, as the log names it.
+const DMA_SETUP: &str = "DMA setup";
+
 /// Per-device state `dma_configure` leaves for the driver and for `dma_cleanup`; the kernel puts
 /// the device's DMA ops here. Drivers read it with [`ProbeCtx::dma`], the kernel with
 /// [`DeviceManager::dma_state`].
@@ -612,7 +615,7 @@ impl DeviceManager {
         let dma = match self.hooks.dma_configure(info, &ancestors, managed) {
             Ok(dma) => dma,
             Err(e) => {
-                self.count_decline(info, name, &e, "DMA setup");
+                self.count_decline(info, name, &e, DMA_SETUP);
                 return Attempt::Declined(e);
             }
         };
@@ -673,11 +676,19 @@ impl DeviceManager {
             }
             ProbeError::Defer(r) => {
                 self.counters.defers += 1;
-                dev_log!(info, info.name, "deferred: {r}");
+                // Worded apart from the end-of-boot report, which says `deferred: ...` once.
+                dev_log!(info, info.name, "probe deferred, will retry: {r}");
             }
             ProbeError::Failed(err) => {
                 self.counters.failures += 1;
-                dev_log!(warn, info.name, "{stage} with {driver} failed: {err}");
+                // A DMA set-up that fails leaves the device blocked, usually over a firmware
+                // description that cannot be honoured: an error. A driver's own probe failing
+                // is the driver's business: a warning, as Linux prints it.
+                if stage == DMA_SETUP {
+                    dev_log!(error, info.name, "{stage} with {driver} failed: {err}");
+                } else {
+                    dev_log!(warn, info.name, "{stage} with {driver} failed: {err}");
+                }
             }
         }
     }
