@@ -47,8 +47,9 @@ impl Driver for CoreDriver {
     }
 }
 
-/// Every driver, in registration order, with `devmodel.register_first` / `register_last`
-/// applied (scenario tests use them to register the IOMMU driver before or after its clients).
+/// Every driver, in registration order (the IOMMU driver among the first), with
+/// `devmodel.register_last` applied (scenario tests use it to register the IOMMU driver after
+/// its clients).
 pub fn driver_table(args: &bootargs::BootArgs) -> Vec<Arc<dyn Driver>> {
     let edu = edu::EduConfig {
         dma_bits: args.edu_dma_bits,

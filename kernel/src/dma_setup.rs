@@ -49,6 +49,23 @@ pub struct FirmwareDma {
     pub msi_problem: Option<of::DtError>,
     /// Ranges DMA must never be given (PCI host windows: peer-to-peer, never reach the IOMMU).
     pub holes: Vec<Range<PhysAddr>>,
+    /// `reserved-memory` regions the device's `memory-region` names with `iommu-addresses`
+    /// (read only behind an IOMMU: without one they mean nothing to the DMA set-up).
+    pub memory_regions: Vec<MemoryRegion>,
+    /// What was odd about them but not fatal (an entry skipped or downgraded to a
+    /// reservation): said once when the device binds.
+    pub memory_region_warnings: Vec<of::DtError>,
+}
+
+/// One IOVA range from the device's `memory-region`.
+#[derive(Clone, Debug)]
+pub struct MemoryRegion {
+    /// The region node's path, for the log.
+    pub node: String,
+    /// The IOVA range.
+    pub iova: Range<Iova>,
+    /// Mapped 1:1 (`Direct`) or only kept out of the IOVA allocator.
+    pub direct: bool,
 }
 
 /// The kernel's implementation of the bus model's DMA hooks.
@@ -119,6 +136,8 @@ pub fn firmware_dma(
                     msi_device_id: None,
                     msi_problem: None,
                     holes: Vec::new(),
+                    memory_regions: Vec::new(),
+                    memory_region_warnings: Vec::new(),
                 });
             };
             let node = tree.node(path).map_err(|e| e.to_string())?;
@@ -151,6 +170,10 @@ pub fn firmware_dma(
                 Err(e) => (Vec::new(), Some(e)),
             };
             let msi_parent = msi_parents.into_iter().next();
+            let (memory_regions, memory_region_warnings) = match &iommu {
+                Some(_) => memory_regions(&node)?,
+                None => (Vec::new(), Vec::new()),
+            };
             Ok(FirmwareDma {
                 iommu,
                 coherent: node.dma_coherent().map_err(|e| e.to_string())?,
@@ -161,11 +184,15 @@ pub fn firmware_dma(
                 msi_device_id: msi_parent.and_then(|m| m.args.first().copied()),
                 msi_problem,
                 holes: Vec::new(),
+                memory_regions,
+                memory_region_warnings,
             })
         }
         BusKind::Pci => {
+            // The nearest platform ancestor: bridges above the function may have nodes too.
             let host = ancestors
                 .iter()
+                .filter(|a| a.bus == BusKind::Platform)
                 .find_map(|a| a.node.as_deref())
                 .ok_or("a PCI function without a host bridge node")?;
             let host = tree.node(host).map_err(|e| e.to_string())?;
@@ -201,6 +228,13 @@ pub fn firmware_dma(
                         .collect()
                 })
                 .unwrap_or_default();
+            // The function's own node (found by `pci-ecam` under the host bridge), if any.
+            let (memory_regions, memory_region_warnings) = match (&iommu, dev.node.as_deref()) {
+                (Some(_), Some(path)) => {
+                    memory_regions(&tree.node(path).map_err(|e| e.to_string())?)?
+                }
+                _ => (Vec::new(), Vec::new()),
+            };
             Ok(FirmwareDma {
                 iommu,
                 coherent: host.dma_coherent().map_err(|e| e.to_string())?,
@@ -209,7 +243,47 @@ pub fn firmware_dma(
                 msi_device_id,
                 msi_problem,
                 holes,
+                memory_regions,
+                memory_region_warnings,
             })
+        }
+    }
+}
+
+/// The device's `memory-region` ranges for its IOMMU domains. A description that does not parse
+/// fails the DMA set-up, as every other broken DMA description does: binding without the
+/// region could hand its IOVAs to buffers, or leave a device that must reach firmware-owned
+/// memory unable to.
+fn memory_regions(node: &of::Node<'_>) -> Result<(Vec<MemoryRegion>, Vec<of::DtError>), String> {
+    let r = node.iommu_reserved_regions().map_err(|e| e.to_string())?;
+    let regions = r
+        .regions
+        .iter()
+        .map(|m| MemoryRegion {
+            node: m.region.path().to_string(),
+            iova: m.iova,
+            direct: matches!(m.kind, of::IommuRegionKind::Direct { .. }),
+        })
+        .collect();
+    Ok((regions, r.warnings))
+}
+
+/// One line per `memory-region` range a translated domain of the device has.
+fn report_memory_regions(log: &DevLog, fw: &FirmwareDma) {
+    for m in &fw.memory_regions {
+        let (first, last) = (m.iova.start.0, m.iova.start.0 + (m.iova.size - 1));
+        if m.direct {
+            dev_info!(
+                log,
+                "reserved-memory {} mapped 1:1 [{first:#x}-{last:#x}]",
+                m.node
+            );
+        } else {
+            dev_info!(
+                log,
+                "reserved-memory {} reserves IOVA [{first:#x}-{last:#x}] (nothing mapped)",
+                m.node
+            );
         }
     }
 }
@@ -237,6 +311,16 @@ fn reserved_regions(fw: &FirmwareDma) -> Vec<ReservedRegion> {
         r.push(ReservedRegion {
             range: Range::new(Iova(h.start.0), h.size),
             kind: ReservedKind::Reserved,
+        });
+    }
+    for m in &fw.memory_regions {
+        r.push(ReservedRegion {
+            range: m.iova,
+            kind: if m.direct {
+                ReservedKind::Direct
+            } else {
+                ReservedKind::Reserved
+            },
         });
     }
     r
@@ -366,6 +450,9 @@ impl DmaHooks for KernelDmaHooks {
         if core.instance(&spec.iommu).is_none() {
             return Err(ProbeError::waiting_for("iommu", &spec.iommu));
         }
+        for w in &fw.memory_region_warnings {
+            dev_warn!(log, "{w}");
+        }
         let configured = core
             .configure_device(&dev.name, &spec, driver_managed_dma, &reserved_regions(&fw))
             .map_err(fail)?;
@@ -391,6 +478,9 @@ impl DmaHooks for KernelDmaHooks {
         );
         match dma_device(dev, &fw, Some(&configured)) {
             Ok(ops) => {
+                if configured.domain_type == DomainType::Dma {
+                    report_memory_regions(&log, &fw);
+                }
                 report_msi_problem(&log, dev, &fw);
                 Ok(Some(ops))
             }

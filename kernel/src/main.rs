@@ -149,6 +149,7 @@ fn boot(dtb_pa: u64, entry_el: u64) -> ExitCode {
     let mut checks = alloc::vec![check_timer()];
     checks.extend(check_disks());
     checks.extend(check_edu());
+    checks.push(check_dma_access());
     let passed = checks.iter().filter(|c| c.result.is_ok()).count();
     for c in &checks {
         match &c.result {
@@ -281,6 +282,57 @@ fn check_edu() -> alloc::vec::Vec<Check> {
             },
         })
         .collect()
+}
+
+/// No device has DMA access it should not have: every stream the SMMUs let through belongs to
+/// a group the IOMMU core opened, and no device without a bound driver (none matched, its
+/// probe or DMA set-up failed, still deferred) has an open domain or, on a PCI endpoint, bus
+/// mastering.
+fn check_dma_access() -> Check {
+    let result = devices::with(|dm| {
+        let core = iommu::core();
+        let mut problems = alloc::vec::Vec::new();
+        let (opened, hw) = (core.open_ids(), core.stats().hw.streams_not_blocked);
+        if hw != opened {
+            problems.push(alloc::format!(
+                "{hw} streams let through by the SMMUs, {opened} opened by the IOMMU core"
+            ));
+        }
+        let mut without_driver = 0;
+        for id in dm.devices() {
+            if matches!(dm.state(id), Some(devmodel::DeviceState::Bound { .. })) {
+                continue;
+            }
+            let Some(info) = dm.info(id) else { continue };
+            without_driver += 1;
+            if let Some(t) = core
+                .attached_type(&info.name)
+                .filter(|t| *t != iommu::DomainType::Blocked)
+            {
+                problems.push(alloc::format!("{} has no driver but a {t} domain", info.name));
+            }
+            // Bridges keep bus mastering on: it is what forwards their subordinates' DMA
+            // upstream, not DMA of their own.
+            if info
+                .payload_arc::<pci_ecam::PciDevice>()
+                .is_some_and(|p| !p.function.is_bridge() && p.is_bus_master())
+            {
+                problems.push(alloc::format!("{} has no driver but bus mastering on", info.name));
+            }
+        }
+        if problems.is_empty() {
+            Ok(alloc::format!(
+                "{hw} streams open, all for bound devices; {without_driver} devices without a driver have none"
+            ))
+        } else {
+            Err(problems.join("; "))
+        }
+    })
+    .unwrap_or_else(|| Err(String::from("no device manager")));
+    Check {
+        name: "dma-access",
+        result,
+    }
 }
 
 /// The timer interrupt arrives through the GIC.

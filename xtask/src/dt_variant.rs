@@ -53,9 +53,13 @@ pub enum Op {
     Set,
     /// Remove the property (it must exist).
     Delete,
+    /// Create the empty node at `node` (its parent must exist, it must not); later `set`
+    /// edits give it properties.
+    #[serde(rename = "add-node")]
+    AddNode,
 }
 
-/// One edit: set or delete `property` of the node at `node`.
+/// One edit: set or delete `property` of the node at `node`, or add the node.
 #[derive(Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Edit {
@@ -63,7 +67,8 @@ pub struct Edit {
     pub op: Op,
     /// Full path of the node (`/pcie@10000000`).
     pub node: String,
-    /// The property (`iommu-map`).
+    /// The property (`iommu-map`); empty (absent) for `add-node`.
+    #[serde(default)]
     pub property: String,
     /// For `set`: the value in dts syntax, without the trailing `;`; absent = empty property.
     pub value: Option<String>,
@@ -177,6 +182,12 @@ impl Edit {
         if !path_ok {
             bail!("`{}` is not a full node path", self.node);
         }
+        if self.op == Op::AddNode {
+            if self.node == "/" || !self.property.is_empty() || self.value.is_some() {
+                bail!("add-node takes a node other than / and no property or value");
+            }
+            return Ok(());
+        }
         if self.property.is_empty() || !self.property.chars().all(is_property_char) {
             bail!("`{}` is not a property name", self.property);
         }
@@ -193,6 +204,16 @@ impl Edit {
             (Op::Set, Some(v)) => format!("{} = {v};", self.property),
             (Op::Set, None) => format!("{};", self.property),
             (Op::Delete, _) => format!("/delete-property/ {};", self.property),
+            (Op::AddNode, _) => {
+                // Checked: a full path other than `/`, so it has a parent and a last part.
+                let (parent, name) = self.node.rsplit_once('/').unwrap_or(("", &self.node));
+                let parent = if parent.is_empty() {
+                    String::from("/")
+                } else {
+                    format!("&{{{parent}}}")
+                };
+                return format!("{parent} {{\n\t{name} {{\n\t}};\n}};\n");
+            }
         };
         format!("&{{{}}} {{\n\t{body}\n}};\n", self.node)
     }
@@ -246,6 +267,15 @@ impl Variant {
         let after = of::DeviceTree::parse(edited)
             .map_err(|e| anyhow::anyhow!("the edited tree does not parse: {e}"))?;
         for e in &self.edits {
+            if e.op == Op::AddNode {
+                if before.find(&e.node).is_some() {
+                    bail!("{}: already in QEMU's tree: nothing to add", e.node);
+                }
+                if after.find(&e.node).is_none() {
+                    bail!("{} was not added", e.node);
+                }
+                continue;
+            }
             let old = before.find(&e.node).and_then(|n| n.property(&e.property));
             let new = after
                 .find(&e.node)
@@ -264,6 +294,7 @@ impl Variant {
                 Op::Delete if new.is_some() => {
                     bail!("{}: {} is still there", e.node, e.property)
                 }
+                Op::AddNode => {}
                 _ => {}
             }
         }
@@ -476,6 +507,64 @@ mod tests {
     }
 
     #[test]
+    fn added_nodes_are_built_by_later_edits_and_verified() {
+        let add = |node: &str| edit(Op::AddNode, node, "", None);
+        assert_eq!(add("/rm").dts(), "/ {\n\trm {\n\t};\n};\n");
+        assert_eq!(
+            add("/bus@2000/f@3,0").dts(),
+            "&{/bus@2000} {\n\tf@3,0 {\n\t};\n};\n"
+        );
+        assert!(add("/").check().is_err());
+        assert!(edit(Op::AddNode, "/x", "p", None).check().is_err());
+        assert!(edit(Op::AddNode, "/x", "", Some("<1>")).check().is_err());
+        if Command::new("dtc").arg("--version").output().is_err() {
+            eprintln!("dtc is not installed: the compiled half of this test not run");
+            return;
+        }
+        let dir = target_dir().join("dt-variants/host-test-add");
+        std::fs::create_dir_all(&dir).unwrap();
+        let base = compile(BASE, &dir, "base");
+        let v = variant(vec![
+            add("/rm"),
+            edit(Op::Set, "/rm", "ranges", None),
+            add("/rm/r@50"),
+            edit(
+                Op::Set,
+                "/rm/r@50",
+                "iommu-addresses",
+                Some("<&{/bus@2000/f@3,0} 0x50>"),
+            ),
+            add("/bus@2000/f@3,0"),
+            edit(
+                Op::Set,
+                "/bus@2000/f@3,0",
+                "memory-region",
+                Some("<&{/rm/r@50}>"),
+            ),
+        ]);
+        let edited = compile(&v.apply(BASE), &dir, "edited");
+        v.verify(&base, &edited).unwrap();
+        let dt = of::DeviceTree::parse(&edited).unwrap();
+        let f = dt.node("/bus@2000/f@3,0").unwrap();
+        assert_eq!(f.memory_regions().unwrap()[0].path(), "/rm/r@50");
+        let r = dt.node("/rm/r@50").unwrap();
+        assert_eq!(
+            r.cells("iommu-addresses").unwrap().unwrap()[0],
+            f.phandle().unwrap()
+        );
+        // Adding a node QEMU's tree already has is caught.
+        let again = variant(vec![add("/iommu@1000")]);
+        let compiled = compile(&again.apply(BASE), &dir, "again");
+        assert!(
+            again
+                .verify(&base, &compiled)
+                .unwrap_err()
+                .to_string()
+                .contains("already")
+        );
+    }
+
+    #[test]
     fn malformed_edits_are_refused() {
         let bad = [
             edit(Op::Set, "pcie@10000000", "x", None),
@@ -523,6 +612,8 @@ mod tests {
         assert!(parse_variants(&format!("{one}{one}")).is_err());
         assert!(parse_variants(&one.replace("op =", "kind =")).is_err());
         assert!(parse_variants(&one.replace("delete", "rename")).is_err());
+        let add = "[[variant]]\nname = \"a\"\ndescription = \"d\"\nedits = [{ op = \"add-node\", node = \"/x\" }]\n";
+        assert_eq!(parse_variants(add).unwrap()[0].edits[0].op, Op::AddNode);
     }
 
     #[test]

@@ -196,7 +196,7 @@ impl EduDevice {
     /// at addresses it was never given. Refused unless the device is behind a translating
     /// IOMMU, where the domain decides what such a transfer can reach.
     pub fn transfer_raw(&self, dir: Transfer, bus: Iova, len: u64) -> Result<(), EduError> {
-        if self.dma.iommu_dma().is_none() {
+        if !self.dma.is_translated() {
             return Err(EduError::NotTranslated);
         }
         self.transfer(dir, bus, 0, len)

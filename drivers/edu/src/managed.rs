@@ -12,9 +12,9 @@ use core::time::Duration;
 use addr::{Iova, PAGE_SIZE};
 use devmodel::{Driver, DriverData, MatchId, ProbeCtx, ProbeError};
 use iommu::{IommuDomain, Prot};
-use kapi::{dev_err, dev_info};
 use kapi::dma_mem::Frames;
 use kapi::logging::DevLog;
+use kapi::{dev_err, dev_info};
 use pci_ecam::PciDevice;
 use tock_registers::interfaces::{Readable, Writeable};
 

@@ -126,8 +126,17 @@ impl Driver for EcamHostDriver {
         for w in &topo.warnings {
             dev_warn!(log, "{w}");
         }
+        // Each function's DT node, if the tree describes it (real boards do, QEMU does not):
+        // functions come after the bridge above them, so the bridge's node is known by then.
+        let mut nodes: Vec<(Bdf, Option<of::Node<'static>>)> = Vec::new();
         for f in &topo.functions {
-            self.add_function(ctx, &node, &ecam, f, segment)?;
+            let parent = match f.upstream_bridge {
+                None => Some(node),
+                Some(b) => nodes.iter().find(|(x, _)| *x == b).and_then(|(_, n)| *n),
+            };
+            let fn_node = function_node(&log, parent, f.bdf);
+            nodes.push((f.bdf, fn_node));
+            self.add_function(ctx, &node, fn_node, &ecam, f, segment)?;
         }
         Ok(Box::new(HostBridge {
             ecam,
@@ -141,6 +150,7 @@ impl EcamHostDriver {
         &self,
         ctx: &mut ProbeCtx<'_>,
         host: &of::Node<'_>,
+        fn_node: Option<of::Node<'_>>,
         ecam: &Arc<Ecam>,
         f: &PciFunction,
         segment: u16,
@@ -150,6 +160,9 @@ impl EcamHostDriver {
             .with_class(f.class)
             .with_revision(f.revision);
         let mut info = DeviceInfo::pci(id);
+        if let Some(n) = fn_node {
+            info = info.with_node(n.path());
+        }
         let log = DevLog::new("pci", &info.name);
         let mut line = format!("[{:04x}:{:04x}] class {:#08x}", f.vendor, f.device, f.class);
         for b in &f.bars {
@@ -202,6 +215,27 @@ impl EcamHostDriver {
         ctx.add_child(info.with_payload(payload))
             .map_err(ProbeError::failed)?;
         Ok(())
+    }
+}
+
+/// The child of `parent` (the host bridge's node, or the node of the bridge above) that
+/// describes the function at `bdf`; `None` when there is none. A child whose `reg` does not
+/// parse is reported and the function goes without a node.
+fn function_node<'t>(log: &DevLog, parent: Option<of::Node<'t>>, bdf: Bdf) -> Option<of::Node<'t>> {
+    // A bridge's node without children describes nothing below it (and need not be a PCI bus).
+    let parent = parent.filter(|p| p.children().next().is_some())?;
+    match parent.pci_child(bdf.dev << 3 | bdf.func) {
+        Ok(n) => n,
+        Err(e) => {
+            dev_warn!(
+                log,
+                "{e}; {:02x}:{:02x}.{} has no device-tree node",
+                bdf.bus,
+                bdf.dev,
+                bdf.func
+            );
+            None
+        }
     }
 }
 

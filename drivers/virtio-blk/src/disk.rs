@@ -687,7 +687,7 @@ struct Plan {
 /// Steps 1-6 of the initialization sequence (virtio 1.2 §3.1.1), then the device
 /// configuration and the request queue's size and notification address.
 fn plan(t: &Transport, dma: &DmaDevice) -> Result<Plan, BlkError> {
-    let negotiated = transport::negotiate(t, dma.iommu_dma().is_some(), RESET_TIMEOUT)?;
+    let negotiated = transport::negotiate(t, dma.is_translated(), RESET_TIMEOUT)?;
     let mut limits = read_limits(t, negotiated.accepted)?;
     limits.validate()?;
     if t.num_queues() == 0 {

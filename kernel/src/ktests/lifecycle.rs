@@ -23,6 +23,7 @@ struct Counters {
     domains: u64,
     table_pages: u64,
     frames: u64,
+    irq_handlers: usize,
 }
 
 fn counters() -> Counters {
@@ -37,6 +38,7 @@ fn counters() -> Counters {
         domains: hw.domains,
         table_pages: hw.table_pages,
         frames: crate::mm::frames_in_use(),
+        irq_handlers: kapi::irq::handlers_installed(),
     }
 }
 

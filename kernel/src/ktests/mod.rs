@@ -146,4 +146,5 @@ ktests! {
 mod flood;
 mod isolation;
 mod lifecycle;
+mod reserved;
 mod stress;

@@ -345,12 +345,16 @@ fn build_page_tables(dt: &DeviceTree, ram: &[MemRange]) -> Result<(), MmError> {
             size: image.end - image.start,
         },
     );
+    let mut shared = Vec::new();
     for (name, r, no_map) in dt.reserved_memory() {
         if no_map {
             log::info!(target: "mm", "{name}: no-map, left out of the kernel's page tables");
             subtract(&mut normal, r);
+        } else if let Some(r) = page_align_inward(r) {
+            shared.push(r);
         }
     }
+    *RESERVED_MAPPED.lock() = shared;
     for r in normal.iter().filter_map(|r| page_align_inward(*r)) {
         b.map(r.base, r.size, Kind::ReadWrite)?;
     }
@@ -398,6 +402,49 @@ fn build_page_tables(dt: &DeviceTree, ram: &[MemRange]) -> Result<(), MmError> {
         merged.len(), tables, image.stack_guard);
     *DEVICE_RANGES.lock() = merged;
     Ok(())
+}
+
+/// `/reserved-memory` regions the kernel maps (those without `no-map`), whole pages.
+static RESERVED_MAPPED: IrqLock<Vec<MemRange>> = IrqLock::new(Vec::new());
+
+/// The mapped `/reserved-memory` region holding all of `[pa, pa + len)`, as a virtual address.
+fn reserved_va(pa: PhysAddr, len: usize) -> Option<VirtAddr> {
+    let end = pa.0.checked_add(len as u64)?;
+    RESERVED_MAPPED
+        .lock()
+        .iter()
+        .any(|r| r.base <= pa.0 && end <= r.base + r.size)
+        .then_some(VirtAddr(pa.0))
+}
+
+/// Writes `data` at `pa` inside a mapped `/reserved-memory` region and cleans it to the point
+/// of coherency, so a device sharing the region reads it. False (nothing written) outside one.
+/// For tests of devices that must reach such a region.
+pub fn reserved_memory_write(pa: PhysAddr, data: &[u8]) -> bool {
+    let Some(va) = reserved_va(pa, data.len()) else {
+        return false;
+    };
+    for (i, b) in data.iter().enumerate() {
+        // SAFETY: inside a `/reserved-memory` range mapped read-write (checked above), which
+        // the frame allocator and the heap never hand out; volatile because a device shares it.
+        unsafe { core::ptr::write_volatile((va.0 as *mut u8).add(i), *b) };
+    }
+    crate::arch::cpu::dcache_clean(va.0, data.len() as u64);
+    true
+}
+
+/// Reads `out.len()` bytes at `pa` inside a mapped `/reserved-memory` region, after
+/// invalidating stale cache lines. False (nothing read) outside one.
+pub fn reserved_memory_read(pa: PhysAddr, out: &mut [u8]) -> bool {
+    let Some(va) = reserved_va(pa, out.len()) else {
+        return false;
+    };
+    crate::arch::cpu::dcache_clean_invalidate(va.0, out.len() as u64);
+    for (i, b) in out.iter_mut().enumerate() {
+        // SAFETY: as in `reserved_memory_write`.
+        *b = unsafe { core::ptr::read_volatile((va.0 as *const u8).add(i)) };
+    }
+    true
 }
 
 /// Allocates `2^order` zeroed frames.

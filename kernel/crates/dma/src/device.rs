@@ -174,7 +174,14 @@ impl DmaDevice {
         }
     }
 
-    /// The IOMMU DMA state, for devices behind a translated domain.
+    /// True when the device's DMA goes through a translated IOMMU domain (its bus addresses
+    /// are IOVAs), false for direct DMA or none. What a driver may know of the IOMMU.
+    pub fn is_translated(&self) -> bool {
+        matches!(self.backend, Backend::Iommu(_))
+    }
+
+    /// The IOMMU DMA state, for devices behind a translated domain. For the kernel's own tests,
+    /// benchmarks and leak checks; drivers use the DMA API and [`DmaDevice::is_translated`].
     pub fn iommu_dma(&self) -> Option<&Arc<IommuDma>> {
         match &self.backend {
             Backend::Iommu(d) => Some(d),

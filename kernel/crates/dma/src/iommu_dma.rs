@@ -333,7 +333,9 @@ fn bus_holes(bus: &BusMap, aperture: Range<Iova>) -> Vec<Range<Iova>> {
             // Whole pages, rounded outwards: a page only partly inside a window would let the
             // device's access to its other part go nowhere.
             let s = s & !(PAGE_SIZE - 1);
-            let e = e.checked_next_multiple_of(PAGE_SIZE).unwrap_or(u64::MAX & !(PAGE_SIZE - 1));
+            let e = e
+                .checked_next_multiple_of(PAGE_SIZE)
+                .unwrap_or(!(PAGE_SIZE - 1));
             (s, e)
         })
         .filter(|(s, e)| e > s)

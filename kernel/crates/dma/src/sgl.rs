@@ -6,13 +6,13 @@ use core::marker::PhantomData;
 
 use addr::{Iova, PAGE_SIZE, PhysAddr, VirtAddr};
 
-use crate::stream::retire_buffer;
 use crate::debug::Kind;
 use crate::device::{Backend, DmaDevice, RawMapping, prot};
 use crate::direction::DmaDirection;
 use crate::error::DmaError;
 use crate::sg::{CpuSegment, SegmentLimits, layout};
 use crate::stats::{LIVE_MAPPINGS, dec, inc};
+use crate::stream::retire_buffer;
 
 enum Mapped {
     /// One IOVA range for the whole list: `[base, base + len)`, of which `mapped` bytes hold pages.

@@ -547,9 +547,46 @@ fn a_failed_invalidation_retires_the_iova_and_keeps_the_memory_from_reuse() {
     drop(lazy.map::<FromDevice>(vec![0; 4096]).unwrap());
     lazy_domain.failing_syncs.store(true, Relaxed);
     p.run_timers();
-    assert_eq!(lazy_base.iova_ranges(), 1, "still queued after the failed flush");
+    assert_eq!(
+        lazy_base.iova_ranges(),
+        1,
+        "still queued after the failed flush"
+    );
     lazy_domain.failing_syncs.store(false, Relaxed);
     drop(lazy.map::<FromDevice>(vec![0; 4096]).unwrap());
     p.run_timers();
-    assert_eq!(lazy_base.iova_ranges(), 0, "freed by the next flush that completes");
+    assert_eq!(
+        lazy_base.iova_ranges(),
+        0,
+        "freed by the next flush that completes"
+    );
+}
+
+#[test]
+fn direct_regions_are_never_allocated_either_not_even_their_partial_pages() {
+    let _s = serial();
+    let direct = ReservedRegion {
+        range: Range::new(Iova(0x5000_0800), 0x1000),
+        kind: ReservedKind::Direct,
+    };
+    let dma = IommuDma::for_domain(
+        &dyn_domain(&fake_domain()),
+        &[direct],
+        &BusMap::identity(),
+        true,
+    )
+    .unwrap();
+    // Allocation below the region's last page: the pages it touches are the nearest ones.
+    let got: Vec<Iova> = (0..8)
+        .map(|_| dma.alloc_iova(0x1000, 0x5000_1fff).unwrap())
+        .collect();
+    for iova in &got {
+        assert!(
+            iova.0 + 0x1000 <= 0x5000_0000 || iova.0 >= 0x5000_2000,
+            "{iova:#x} is inside the direct region's pages"
+        );
+    }
+    for iova in got {
+        dma.free_unmapped_iova(iova, 0x1000);
+    }
 }

@@ -14,7 +14,8 @@ use crate::types::*;
 pub struct Policy {
     /// `iommu.passthrough=1`: identity by default.
     pub passthrough: bool,
-    /// `iommu.identity=<dev>,...` (and firmware requests): identity for these devices.
+    /// `iommu.identity=<dev>,...`: identity for these devices (no standard DT property asks for
+    /// it; see docs/architecture.md).
     pub identity: Vec<String>,
 }
 
@@ -484,6 +485,17 @@ impl IommuCore {
         }
     }
 
+    /// How many IDs the core has let through: those of groups attached to anything but
+    /// `Blocked`. The instances' `streams_not_blocked` must add up to this; more would be a
+    /// stream open behind the core's back.
+    pub fn open_ids(&self) -> u64 {
+        self.groups
+            .iter()
+            .filter(|g| g.attached != DomainType::Blocked)
+            .map(|g| g.ids.len() as u64)
+            .sum()
+    }
+
     /// Every ID of a group (the union of its members' IDs).
     pub fn group_ids(&self, g: GroupId) -> Option<Vec<u32>> {
         self.groups
@@ -511,12 +523,18 @@ fn map_reserved(
                 )?;
             }
             ReservedKind::Direct => {
-                domain.map(
-                    r.range.start,
-                    PhysAddr(r.range.start.0),
-                    r.range.size,
-                    Prot::RW,
-                )?;
+                // Whole pages, rounded outwards: the device must reach every byte of the region
+                // (the IOVA allocator keeps the same pages back).
+                let page = domain.page_size();
+                let start = r.range.start.0 & !(page - 1);
+                let end = r
+                    .range
+                    .start
+                    .0
+                    .saturating_add(r.range.size)
+                    .saturating_add(page - 1)
+                    & !(page - 1);
+                domain.map(Iova(start), PhysAddr(start), end - start, Prot::RW)?;
             }
             ReservedKind::Reserved => {}
         }

@@ -278,3 +278,43 @@ fn group_ids_collect_every_member_id() {
     assert_eq!(c.group_ids(g).unwrap(), [1, 2, 3]);
     assert_eq!(c.group_members("d1"), ["d1", "d2"]);
 }
+
+#[test]
+fn direct_regions_are_mapped_1_to_1_in_whole_pages_and_go_with_the_domain() {
+    let (mut c, _, _, _) = two_instances();
+    let direct = ReservedRegion {
+        range: Range::new(Iova(0x5000_0800), 0x1000),
+        kind: ReservedKind::Direct,
+    };
+    let hole = ReservedRegion {
+        range: Range::new(Iova(0x7000_0000), 0x1000),
+        kind: ReservedKind::Reserved,
+    };
+    let d = c
+        .configure_device("dev", &fw("/iommu@a", &[3]), false, &[direct, hole])
+        .unwrap();
+    let dom = d.domain.clone().unwrap();
+    // 0x800 bytes into one page, 0x800 into the next: both pages, 1:1.
+    for iova in [0x5000_0000, 0x5000_0800, 0x5000_17ff, 0x5000_1fff] {
+        assert_eq!(
+            dom.iova_to_phys(Iova(iova)),
+            Some(PhysAddr(iova)),
+            "{iova:#x}"
+        );
+    }
+    assert_eq!(dom.iova_to_phys(Iova(0x4fff_ffff)), None);
+    assert_eq!(dom.iova_to_phys(Iova(0x5000_2000)), None);
+    assert_eq!(
+        dom.iova_to_phys(Iova(0x7000_0000)),
+        None,
+        "a reservation maps nothing"
+    );
+    assert_eq!(d.reserved, [direct, hole]);
+    let weak = Arc::downgrade(&dom);
+    drop((d, dom));
+    c.cleanup_device("dev").unwrap();
+    assert!(
+        weak.upgrade().is_none(),
+        "the domain (and its 1:1 mapping) outlived the device"
+    );
+}

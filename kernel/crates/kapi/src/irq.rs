@@ -168,6 +168,12 @@ static LINES: IrqLock<BTreeMap<u32, Line>> = IrqLock::new(BTreeMap::new());
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 static SPURIOUS: AtomicU64 = AtomicU64::new(0);
 
+/// Handlers installed across all lines (for leak checks: a driver that unbinds, or whose probe
+/// fails, must leave this where it found it).
+pub fn handlers_installed() -> usize {
+    LINES.lock().values().map(|l| l.actions.len()).sum()
+}
+
 /// Registers the interrupt controller. Only the first call has an effect.
 pub fn set_chip(chip: Arc<dyn IrqChip>) {
     CHIP.call_once(|| chip);

@@ -263,6 +263,27 @@ pub enum Problem {
     },
     /// A PCI helper used on a node whose `#address-cells` is not 3.
     NotPci(u32),
+    /// A reserved-memory region with neither `reg` nor `iommu-addresses`.
+    NoRegionAddress,
+    /// An `iommu-addresses` entry of size 0 (skipped).
+    EmptyIovaRange {
+        /// Index of the entry.
+        entry: usize,
+    },
+    /// An `iommu-addresses` entry that is not the region's own physical range: only a 1:1
+    /// mapping is supported, so the IOVA range is reserved and nothing is mapped.
+    NotIdentity {
+        /// Index of the entry.
+        entry: usize,
+        /// The entry's IOVA.
+        iova: u64,
+        /// Its size.
+        size: u64,
+        /// The region's physical address (`reg`).
+        pa: u64,
+        /// The region's size.
+        pa_size: u64,
+    },
 }
 
 impl fmt::Display for DtError {
@@ -419,6 +440,25 @@ impl fmt::Display for Problem {
             P::NotPci(cells) => {
                 write!(f, "#address-cells is {cells}, not a PCI bus (3)")
             }
+            P::NoRegionAddress => {
+                f.write_str("missing, and the region has no reg either: nothing to map or reserve")
+            }
+            P::EmptyIovaRange { entry } => {
+                write!(f, "entry {entry} has size 0: nothing to reserve, skipped")
+            }
+            P::NotIdentity {
+                entry,
+                iova,
+                size,
+                pa,
+                pa_size,
+            } => write!(
+                f,
+                "entry {entry}: IOVA [{iova:#x}-{:#x}] is not the region's reg [{pa:#x}-{:#x}]: \
+                 only 1:1 mappings are supported, reserved instead (nothing mapped)",
+                iova + (size - 1),
+                pa + (pa_size - 1)
+            ),
         }
     }
 }

@@ -12,7 +12,8 @@
 //! | interrupts | [`Node::interrupts`], [`Node::gic_interrupts`], [`Node::gic_interrupt`], [`Node::map_interrupt`] |
 //! | IOMMU | [`Node::iommus`], [`Node::iommu_map`], [`Node::iommu_for_rid`], [`Node::msi_map`], [`Node::msi_parents`] |
 //! | DMA | [`Node::dma_ranges`], [`Node::dma_constraint`], [`Node::child_dma_constraint`], [`Node::dma_coherent`] |
-//! | PCI host | [`Node::pci_bus_range`], [`Node::pci_domain`], [`Node::pci_windows`], [`Node::pci_intx`] |
+//! | PCI host | [`Node::pci_bus_range`], [`Node::pci_domain`], [`Node::pci_windows`], [`Node::pci_intx`], [`Node::pci_child`] |
+//! | reserved memory | [`Node::memory_regions`], [`Node::iommu_reserved_regions`] |
 //!
 //! [`dma_topology`] computes everything DMA-related for a whole blob in one call (the
 //! `cargo xtask dt-dma` tool and the fuzz target use it).
@@ -33,6 +34,7 @@ pub mod error;
 pub mod iommu;
 pub mod irq;
 pub mod pci;
+pub mod reserved;
 pub mod topology;
 mod tree;
 
@@ -43,6 +45,7 @@ pub use error::{BlobProblem, Block, DtError, Problem};
 pub use iommu::{IdMap, IdMapEntry, PhandleArgs};
 pub use irq::{GicIrq, IrqSpec, Trigger};
 pub use pci::{PciSpace, PciWindow, pci_phys_hi};
+pub use reserved::{IommuRegion, IommuRegionKind, IommuRegions};
 pub use topology::{DmaNode, DmaTopology, dma_topology};
 pub use tree::{DeviceTree, MAX_ADDRESS_CELLS, MAX_SPECIFIER_CELLS, Node, Status};
 

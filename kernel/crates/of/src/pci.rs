@@ -118,6 +118,30 @@ impl<'t> Node<'t> {
         Ok(out)
     }
 
+    /// The child node describing the function at `devfn` (`device << 3 | function`) on the bus
+    /// this node (a host bridge or a PCI-to-PCI bridge's node) leads to: the first child whose
+    /// `reg` starts with a `phys.hi` of that device and function. The bus number in `phys.hi`
+    /// is not compared (as Linux's `of_pci_find_child_device`): firmware often writes 0 there
+    /// whatever number enumeration gives the bus, and the parent node already says which bus
+    /// it is. Children without `reg` are not functions and are passed over; a malformed `reg`
+    /// is an error. `None` when no child matches.
+    pub fn pci_child(&self, devfn: u8) -> Result<Option<Node<'t>>, DtError> {
+        self.require_pci("reg")?;
+        for child in self.children() {
+            if !child.has_property("reg") {
+                continue;
+            }
+            let Some(first) = child.reg_raw()?.into_iter().next() else {
+                continue;
+            };
+            let phys_hi = (first.address >> 64) as u32;
+            if (phys_hi >> 8) & 0xff == u32::from(devfn) {
+                return Ok(Some(child));
+            }
+        }
+        Ok(None)
+    }
+
     /// The GIC interrupt of legacy INTx `pin` (1 = INTA .. 4 = INTD) of the function whose
     /// `phys.hi` is `phys_hi` (see [`pci_phys_hi`]), through this host bridge's
     /// `interrupt-map`. `None` for pin 0 (no INTx), a pin above 4, no `interrupt-map`, or no

@@ -15,6 +15,7 @@ pub const DMA_ROOT: &[u8] = include_bytes!("../fixtures/dma-root.dtb");
 pub const DMA_TOPOLOGY: &[u8] = include_bytes!("../fixtures/dma-topology.dtb");
 pub const BUS: &[u8] = include_bytes!("../fixtures/bus.dtb");
 pub const MALFORMED: &[u8] = include_bytes!("../fixtures/malformed.dtb");
+pub const RESERVED: &[u8] = include_bytes!("../fixtures/reserved.dtb");
 
 /// Every committed blob, with its name.
 pub const ALL: &[(&str, &[u8])] = &[
@@ -26,6 +27,7 @@ pub const ALL: &[(&str, &[u8])] = &[
     ("dma-topology", DMA_TOPOLOGY),
     ("bus", BUS),
     ("malformed", MALFORMED),
+    ("reserved", RESERVED),
 ];
 
 pub fn parse(blob: &[u8]) -> DeviceTree<'_> {
