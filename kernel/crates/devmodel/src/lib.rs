@@ -13,8 +13,8 @@
 //! DMA setup is a hook, bus-specific data is an opaque payload.
 //!
 //! Log lines use target `devmodel <device name>`: binds at debug, deferrals at info (and so is the
-//! bind that ends one), failures at warn, the end-of-boot report at warn. A boot where every
-//! provider comes before its consumers logs nothing at info.
+//! bind that ends one), a failed DMA set-up at error, a failed probe at warn, the end-of-boot
+//! report at info. A boot where every provider comes before its consumers logs nothing at info.
 //!
 //! # Resources
 //! - Linux `drivers/base/dd.c` (`really_probe`, deferred probe lists, `deferred_trigger_count`)

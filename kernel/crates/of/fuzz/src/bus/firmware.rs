@@ -1,27 +1,23 @@
-//! The kernel's device-tree glue, rebuilt for the host: platform devices from the tree (as
-//! `kernel/src/devices.rs` makes them) and the DMA hooks (as `kernel/src/dma_setup.rs` reads the
-//! firmware: `iommus` for a platform device, the host bridge's `iommu-map` for a PCI function's
-//! requester ID, `dma-ranges`, coherence, the MSI doorbell).
+//! The kernel's device-tree glue on the host: platform devices from the tree (as
+//! `kernel/src/devices.rs` makes them), what the drivers read from their nodes, and the DMA
+//! hooks. The hooks read each device's DMA description with the kernel's own code (the
+//! `firmware-dma` crate: `iommus`, the host bridge's `iommu-map` for a PCI function's requester
+//! ID, `dma-ranges`, coherence, the MSI doorbell, `reserved-memory` regions), on the tree the
+//! target was given; only the IOMMU core is replaced, by the set of IOMMU nodes whose driver is
+//! bound.
 //!
-//! The hooks must be `'static`, so everything they read is taken from the tree once, through
-//! the same `of` accessors the kernel calls at bind, and kept per node ([`NodeFacts`]).
+//! What the drivers read is taken from the tree once, through the same `of` accessors, and kept
+//! per node ([`NodeFacts`]).
 
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 use std::sync::{Arc, Mutex};
 
-use devmodel::{
-    BusKind, DeferReason, DeviceInfo, DmaHooks, DmaState, IrqResource, IrqTrigger, MmioResource,
-    ProbeError,
-};
-use of::{DeviceTree, DmaConstraint, DtError, IdMap, Node, PciSpace, PciWindow, PhandleArgs};
+use devmodel::{DeviceInfo, DmaHooks, DmaState, IrqResource, IrqTrigger, MmioResource, ProbeError};
+use firmware_dma::{FirmwareDma, fail};
+use of::{DeviceTree, DtError, Node, PciWindow};
 
 use super::state::Shared;
-
-/// GITS_TRANSLATER's offset in the ITS register frame: the MSI doorbell (as the kernel adds it).
-const GITS_TRANSLATER: u64 = 0x1_0040;
-/// Cells in an IOMMU specifier the kernel's IOMMU core takes (one stream ID).
-const IOMMU_CELLS: u32 = 1;
 
 /// What a PCI host bridge's driver reads from its node.
 #[derive(Debug)]
@@ -39,27 +35,8 @@ pub struct PciFacts {
 pub struct NodeFacts {
     /// `status` is okay.
     pub enabled: Result<bool, String>,
-    /// `iommus`, targets as paths.
-    pub iommus: Result<Vec<PhandleArgs<String>>, String>,
-    /// `iommu-map`, targets as paths.
-    pub iommu_map: Result<Option<IdMap<String>>, String>,
-    /// `#iommu-cells` (for an IOMMU).
-    pub iommu_cells: Result<Option<u32>, String>,
-    /// `msi-map` (a broken one costs the device its MSIs, not its bind).
-    pub msi_map: Result<Option<IdMap<String>>, String>,
-    /// The first `msi-parent` (likewise).
-    pub msi_parent: Result<Option<PhandleArgs<String>>, String>,
-    /// Inherited coherence.
-    pub coherent: Result<bool, String>,
-    /// What the node reaches as a device.
-    pub dma: Result<DmaConstraint, String>,
-    /// What its children (PCI functions) reach.
-    pub child_dma: Result<DmaConstraint, String>,
     /// For a PCI host bridge.
     pub pci: Option<PciFacts>,
-    /// For an ITS: its doorbell, `None` when the address does not fit (the kernel adds the
-    /// offset unchecked).
-    pub doorbell: Option<u64>,
     /// The node of the first `clocks` phandle: a dependency the generic driver waits for.
     pub clock: Option<String>,
 }
@@ -74,14 +51,6 @@ fn path(n: &Node<'_>) -> String {
 
 impl NodeFacts {
     fn of(node: &Node<'_>) -> Self {
-        let doorbell = if node.is_compatible("arm,gic-v3-its") {
-            node.reg()
-                .ok()
-                .and_then(|r| r.first().map(|r| r.start.0.checked_add(GITS_TRANSLATER)))
-                .flatten()
-        } else {
-            None
-        };
         let clock = node
             .cells("clocks")
             .ok()
@@ -91,14 +60,6 @@ impl NodeFacts {
             .map(|n| path(&n));
         Self {
             enabled: text(node.is_enabled()),
-            iommus: text(node.iommus()).map(|l| l.iter().map(|e| e.map_target(path)).collect()),
-            iommu_map: text(node.iommu_map()).map(|m| m.map(|m| m.map_targets(path))),
-            iommu_cells: text(node.specifier_cells("#iommu-cells")),
-            msi_map: text(node.msi_map()).map(|m| m.map(|m| m.map_targets(path))),
-            msi_parent: text(node.msi_parents()).map(|p| p.first().map(|p| p.map_target(path))),
-            coherent: text(node.dma_coherent()),
-            dma: text(node.dma_constraint()),
-            child_dma: text(node.child_dma_constraint()),
             pci: node
                 .is_compatible("pci-host-ecam-generic")
                 .then(|| PciFacts {
@@ -106,7 +67,6 @@ impl NodeFacts {
                     domain: text(node.pci_domain()),
                     windows: text(node.pci_windows()),
                 }),
-            doorbell,
             clock,
         }
     }
@@ -210,147 +170,6 @@ pub struct FakeFunction {
     pub rid: u16,
 }
 
-/// What the firmware says about one device's DMA (the kernel's `FirmwareDma`).
-#[derive(Clone, Debug)]
-pub struct FirmwareDma {
-    /// The IOMMU node and the device's IDs on it.
-    pub iommu: Option<(String, Vec<u32>)>,
-    /// Coherent DMA.
-    pub coherent: bool,
-    /// The bus windows.
-    pub constraint: DmaConstraint,
-    /// The MSI doorbell and DeviceID.
-    pub msi: Option<(u64, u32)>,
-    /// Why the device has no MSIs although the tree describes them.
-    pub msi_problem: Option<String>,
-    /// PCI host memory windows: never DMA targets.
-    pub holes: usize,
-}
-
-fn facts<'f>(fw: &'f Firmware, path: &str) -> Result<&'f NodeFacts, String> {
-    fw.node(path).ok_or_else(|| format!("no node {path}"))
-}
-
-/// A value the kernel uses when it parses, and reports (without failing) when it does not.
-fn split<T: Clone>(r: &Result<T, String>) -> (Option<T>, Option<String>) {
-    match r {
-        Ok(v) => (Some(v.clone()), None),
-        Err(e) => (None, Some(e.clone())),
-    }
-}
-
-/// The kernel's `check_iommu_cells`: the IOMMU core holds one-cell specifiers only.
-fn check_iommu_cells(fw: &Firmware, iommu: &str, user: &str, property: &str) -> Result<(), String> {
-    let cells = facts(fw, iommu)?.iommu_cells.clone()?;
-    if cells == Some(IOMMU_CELLS) {
-        return Ok(());
-    }
-    let found = match cells {
-        Some(n) => format!("{n} cells where {IOMMU_CELLS} is expected (a stream ID)"),
-        None => String::from("missing"),
-    };
-    Err(format!(
-        "{iommu}: #iommu-cells: {found}, as used by {user}: {property}"
-    ))
-}
-
-/// The kernel's `firmware_dma`.
-pub fn firmware_dma(
-    fw: &Firmware,
-    dev: &DeviceInfo,
-    ancestors: &[Arc<DeviceInfo>],
-) -> Result<FirmwareDma, String> {
-    match dev.bus {
-        BusKind::Platform => {
-            let Some(node) = dev.node.as_deref() else {
-                return Ok(FirmwareDma {
-                    iommu: None,
-                    coherent: false,
-                    constraint: DmaConstraint::Unrestricted,
-                    msi: None,
-                    msi_problem: None,
-                    holes: 0,
-                });
-            };
-            let f = facts(fw, node)?;
-            let entries = f.iommus.clone()?;
-            let iommu = match entries.first() {
-                None => None,
-                Some(first) => {
-                    if entries.iter().any(|e| e.target != first.target) {
-                        return Err(format!(
-                            "{node}: iommus: entries name different IOMMUs, which is not supported"
-                        ));
-                    }
-                    check_iommu_cells(fw, &first.target, node, "iommus")?;
-                    let ids = entries
-                        .iter()
-                        .flat_map(|e| e.args.first().copied())
-                        .collect();
-                    Some((first.target.clone(), ids))
-                }
-            };
-            let (parent, msi_problem) = split(&f.msi_parent);
-            let msi = parent.flatten().and_then(|m| {
-                let doorbell = fw.node(&m.target)?.doorbell?;
-                Some((doorbell, m.args.first().copied()?))
-            });
-            Ok(FirmwareDma {
-                iommu,
-                coherent: f.coherent.clone()?,
-                constraint: f.dma.clone()?,
-                msi,
-                msi_problem,
-                holes: 0,
-            })
-        }
-        BusKind::Pci => {
-            let host = ancestors
-                .iter()
-                .find_map(|a| a.node.as_deref())
-                .ok_or("a PCI function without a host bridge node")?;
-            let f = facts(fw, host)?;
-            let rid = dev
-                .payload::<FakeFunction>()
-                .ok_or("a PCI device without its function")?
-                .rid;
-            let iommu = match f
-                .iommu_map
-                .clone()?
-                .and_then(|m| m.translate(u32::from(rid)).map(|(n, id)| (n.clone(), id)))
-            {
-                Some((iommu, id)) => {
-                    check_iommu_cells(fw, &iommu, host, "iommu-map")?;
-                    Some((iommu, vec![id]))
-                }
-                None => None,
-            };
-            let (map, msi_problem) = split(&f.msi_map);
-            let msi = map.flatten().and_then(|m| {
-                let (controller, id) = m.translate(u32::from(rid))?;
-                Some((fw.node(controller)?.doorbell?, id))
-            });
-            let holes = f
-                .pci
-                .as_ref()
-                .and_then(|p| p.windows.as_ref().ok())
-                .map_or(0, |ws| {
-                    ws.iter()
-                        .filter(|w| !matches!(w.space, PciSpace::Config | PciSpace::Io))
-                        .count()
-                });
-            Ok(FirmwareDma {
-                iommu,
-                coherent: f.coherent.clone()?,
-                constraint: f.child_dma.clone()?,
-                msi,
-                msi_problem,
-                holes,
-            })
-        }
-    }
-}
-
 /// The DMA state the hooks leave for a configured device.
 #[derive(Debug)]
 pub struct Configured {
@@ -365,14 +184,15 @@ pub struct Configured {
 /// The kernel's `KernelDmaHooks`, with the IOMMU core replaced by the set of IOMMU nodes whose
 /// driver is bound, and with the accounting the invariants need.
 pub struct FirmwareHooks {
-    fw: Arc<Firmware>,
+    blob: Arc<Vec<u8>>,
     shared: Arc<Mutex<Shared>>,
 }
 
 impl FirmwareHooks {
-    /// Hooks reading `fw`, accounting in `shared`.
-    pub fn new(fw: Arc<Firmware>, shared: Arc<Mutex<Shared>>) -> Self {
-        Self { fw, shared }
+    /// Hooks reading the tree in `blob` (it parses: the target checked), accounting in
+    /// `shared`.
+    pub fn new(blob: Arc<Vec<u8>>, shared: Arc<Mutex<Shared>>) -> Self {
+        Self { blob, shared }
     }
 }
 
@@ -385,20 +205,14 @@ impl DmaHooks for FirmwareHooks {
     ) -> Result<Option<DmaState>, ProbeError> {
         let mut shared = self.shared.lock().expect("shared state");
         shared.spend_attempt();
-        let firmware = firmware_dma(&self.fw, dev, ancestors).map_err(fail)?;
-        if let Some((iommu, _)) = &firmware.iommu {
-            match fw_enabled(&self.fw, iommu) {
-                Ok(true) => {}
-                // Deferred for good, without untranslated DMA.
-                Ok(false) => {
-                    return Err(ProbeError::Defer(DeferReason::new(format!(
-                        "iommu {iommu} is disabled: device left blocked, not given untranslated DMA"
-                    ))));
-                }
-                Err(e) => return Err(fail(e)),
-            }
-            if !shared.live_iommus.contains(iommu) {
-                return Err(ProbeError::waiting_for("iommu", iommu));
+        // Parsed again per bind: the hooks must be `'static`, the tree borrows the blob.
+        let tree = DeviceTree::parse(&self.blob).map_err(fail)?;
+        let rid = dev.payload::<FakeFunction>().map(|f| f.rid);
+        let firmware = firmware_dma::read(&tree, dev, ancestors, rid).map_err(fail)?;
+        if let Some(spec) = &firmware.iommu {
+            firmware_dma::check_iommu_enabled(&tree, spec)?;
+            if !shared.live_iommus.contains(&spec.iommu) {
+                return Err(ProbeError::waiting_for("iommu", &spec.iommu));
             }
         }
         shared.configure(&dev.name);
@@ -421,13 +235,4 @@ impl DmaHooks for FirmwareHooks {
         );
         self.shared.lock().expect("shared state").cleanup(&dev.name);
     }
-}
-
-/// A failed DMA set-up, worded as the kernel's.
-fn fail(e: String) -> ProbeError {
-    ProbeError::failed(format!("{e}; device left blocked"))
-}
-
-fn fw_enabled(fw: &Firmware, node: &str) -> Result<bool, String> {
-    facts(fw, node)?.enabled.clone()
 }

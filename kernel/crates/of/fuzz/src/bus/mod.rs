@@ -66,7 +66,10 @@ pub fn run(input: &[u8]) -> Option<Outcome> {
 
     let drivers = drivers::all(&fw, &shared);
     let mut model = Model {
-        dm: DeviceManager::new(Box::new(FirmwareHooks::new(fw.clone(), shared.clone()))),
+        dm: DeviceManager::new(Box::new(FirmwareHooks::new(
+            Arc::new(blob.to_vec()),
+            shared.clone(),
+        ))),
         shared: shared.clone(),
         max_devices: (found.len() + planned) as u64,
         drivers: drivers.len() as u64,
