@@ -13,7 +13,9 @@ use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 use std::sync::{Arc, Mutex};
 
-use devmodel::{DeviceInfo, DmaHooks, DmaState, IrqResource, IrqTrigger, MmioResource, ProbeError};
+use devmodel::{
+    BusKind, DeviceInfo, DmaHooks, DmaState, IrqResource, IrqTrigger, MmioResource, ProbeError,
+};
 use firmware_dma::{FirmwareDma, fail};
 use of::{DeviceTree, DtError, Node, PciWindow};
 
@@ -186,13 +188,69 @@ pub struct Configured {
 pub struct FirmwareHooks {
     blob: Arc<Vec<u8>>,
     shared: Arc<Mutex<Shared>>,
+    /// What `dma_configure` read for each device. The hooks must be `'static` and the tree
+    /// borrows the blob, so what is not here (platform devices are read up front, while the
+    /// tree is at hand) costs a parse once.
+    read: BTreeMap<ReadKey, Read>,
+}
+
+/// Everything `firmware_dma::read` depends on besides the tree: the device's node, its
+/// requester ID (PCI), its host bridge's node (PCI: the first platform ancestor with a node).
+type ReadKey = (Option<String>, Option<u16>, Option<String>);
+/// The description, and whether its IOMMU may be waited for; or why it cannot be used.
+type Read = Result<(FirmwareDma, Result<(), ProbeError>), String>;
+
+fn read_key(dev: &DeviceInfo, ancestors: &[Arc<DeviceInfo>]) -> ReadKey {
+    let rid = dev.payload::<FakeFunction>().map(|f| f.rid);
+    let host = match dev.bus {
+        BusKind::Platform => None,
+        BusKind::Pci => ancestors
+            .iter()
+            .filter(|a| a.bus == BusKind::Platform)
+            .find_map(|a| a.node.clone()),
+    };
+    (dev.node.clone(), rid, host)
+}
+
+/// The kernel's reading of `dev`'s DMA description, and whether its IOMMU may be waited for.
+fn read(tree: &DeviceTree<'_>, dev: &DeviceInfo, ancestors: &[Arc<DeviceInfo>]) -> Read {
+    let rid = dev.payload::<FakeFunction>().map(|f| f.rid);
+    let firmware = firmware_dma::read(tree, dev, ancestors, rid)?;
+    let enabled = match &firmware.iommu {
+        Some(spec) => firmware_dma::check_iommu_enabled(tree, spec),
+        None => Ok(()),
+    };
+    Ok((firmware, enabled))
 }
 
 impl FirmwareHooks {
-    /// Hooks reading the tree in `blob` (it parses: the target checked), accounting in
-    /// `shared`.
-    pub fn new(blob: Arc<Vec<u8>>, shared: Arc<Mutex<Shared>>) -> Self {
-        Self { blob, shared }
+    /// Hooks reading the tree in `blob`, with what `tree` (parsed from it) says of the platform
+    /// devices `found` read in advance; accounting in `shared`.
+    pub fn new(
+        blob: Arc<Vec<u8>>,
+        tree: &DeviceTree<'_>,
+        found: &[Found],
+        shared: Arc<Mutex<Shared>>,
+    ) -> Self {
+        let read = found
+            .iter()
+            .filter_map(|f| match f {
+                Found::Device(info) => Some((read_key(info, &[]), read(tree, info, &[]))),
+                Found::Disabled(_) => None,
+            })
+            .collect();
+        Self { blob, shared, read }
+    }
+
+    fn read(&mut self, dev: &DeviceInfo, ancestors: &[Arc<DeviceInfo>]) -> Read {
+        let blob = &self.blob;
+        self.read
+            .entry(read_key(dev, ancestors))
+            .or_insert_with(|| {
+                let tree = DeviceTree::parse(blob).map_err(|e| e.to_string())?;
+                read(&tree, dev, ancestors)
+            })
+            .clone()
     }
 }
 
@@ -203,14 +261,12 @@ impl DmaHooks for FirmwareHooks {
         ancestors: &[Arc<DeviceInfo>],
         driver_managed_dma: bool,
     ) -> Result<Option<DmaState>, ProbeError> {
-        let mut shared = self.shared.lock().expect("shared state");
+        let shared = self.shared.clone();
+        let mut shared = shared.lock().expect("shared state");
         shared.spend_attempt();
-        // Parsed again per bind: the hooks must be `'static`, the tree borrows the blob.
-        let tree = DeviceTree::parse(&self.blob).map_err(fail)?;
-        let rid = dev.payload::<FakeFunction>().map(|f| f.rid);
-        let firmware = firmware_dma::read(&tree, dev, ancestors, rid).map_err(fail)?;
+        let (firmware, enabled) = self.read(dev, ancestors).map_err(fail)?;
         if let Some(spec) = &firmware.iommu {
-            firmware_dma::check_iommu_enabled(&tree, spec)?;
+            enabled?;
             if !shared.live_iommus.contains(&spec.iommu) {
                 return Err(ProbeError::waiting_for("iommu", &spec.iommu));
             }

@@ -68,6 +68,8 @@ pub fn run(input: &[u8]) -> Option<Outcome> {
     let mut model = Model {
         dm: DeviceManager::new(Box::new(FirmwareHooks::new(
             Arc::new(blob.to_vec()),
+            &dt,
+            &found,
             shared.clone(),
         ))),
         shared: shared.clone(),
