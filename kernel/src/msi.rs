@@ -13,7 +13,8 @@ pub struct ItsMsi(pub Arc<Its>);
 
 struct ItsAllocation {
     vectors: Vec<MsiVector>,
-    // Dropped after the vectors' users: unmaps the device from the ITS.
+    // Dropped after the vectors' users: discards them, and unmaps the DeviceID from the ITS if
+    // no aliased function still uses it.
     _device: ItsDevice,
 }
 
@@ -26,6 +27,8 @@ impl MsiAllocation for ItsAllocation {
 impl MsiDomain for ItsMsi {
     fn alloc(&self, device_id: u32, count: u32) -> Result<Box<dyn MsiAllocation>, MsiError> {
         let err = |e: gicv3::GicError| MsiError::Controller(format!("ITS: {e}"));
+        // A DeviceID mapped already by an aliased sibling gives a handle on the same ITT, with
+        // EventIDs of its own.
         let mut device = self.0.map_device(device_id, count).map_err(err)?;
         let mut vectors = Vec::new();
         for _ in 0..count {

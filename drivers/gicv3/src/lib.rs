@@ -141,8 +141,9 @@ pub enum GicError {
     CommandStalled { offset: u64, opcode: u8 },
     /// The DeviceID does not fit the device table.
     DeviceIdOutOfRange { device_id: u32, bits: u32 },
-    /// The DeviceID already has an [`ItsDevice`].
-    DeviceAlreadyMapped { device_id: u32 },
+    /// The DeviceID is mapped already (its functions alias to one requester ID) and its shared
+    /// ITT has no free block of EventIDs for `requested` more vectors.
+    IttFull { device_id: u32, requested: u32 },
     /// Zero vectors, or more than the ITS's EventID bits allow.
     VectorCount { requested: u32, max: u64 },
     /// Every LPI is in use.
@@ -206,9 +207,14 @@ impl fmt::Display for GicError {
             GicError::DeviceIdOutOfRange { device_id, bits } => {
                 write!(f, "DeviceID {device_id:#x} does not fit in {bits} bits")
             }
-            GicError::DeviceAlreadyMapped { device_id } => {
-                write!(f, "DeviceID {device_id:#x} is already mapped")
-            }
+            GicError::IttFull {
+                device_id,
+                requested,
+            } => write!(
+                f,
+                "DeviceID {device_id:#x}'s ITT has no room for {requested} more vector{} (shared by aliased functions)",
+                if *requested == 1 { "" } else { "s" }
+            ),
             GicError::VectorCount { requested, max } => {
                 write!(f, "{requested} MSI vectors asked for, 1 to {max} possible")
             }

@@ -15,6 +15,14 @@
 //! `ItsDevice` discards every vector and unmaps the DeviceID, so unbinding a driver leaves nothing
 //! behind.
 //!
+//! # Shared DeviceIDs
+//! Functions behind a conventional PCI bridge all write their MSIs with the bridge's requester
+//! ID, so the ITS sees one DeviceID for several functions, each with its own driver. A DeviceID
+//! therefore has one ITT and one MAPD, and any number of [`ItsDevice`] handles on it: each
+//! handle reserves its own block of EventIDs in the shared ITT (so the MSI data of two functions
+//! never collide), dropping a handle discards only its own events, and only the last handle
+//! unmaps the DeviceID (MAPD V=0) and frees the ITT.
+//!
 //! # Ordering rules this module follows
 //! - Tables and the command queue are programmed only while GITS_CTLR.Enabled = 0 and
 //!   GITS_CTLR.Quiescent = 1, and are zeroed and visible in memory before Enabled is set
@@ -34,7 +42,7 @@ pub mod cmd;
 pub mod queue;
 pub mod table;
 
-use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::collections::BTreeMap;
 use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
@@ -163,13 +171,42 @@ struct Route {
     event: u32,
 }
 
+/// A DeviceID with a live MAPD: the ITT every [`ItsDevice`] on it shares.
+struct MappedDevice {
+    itt: Frames,
+    event_bits: u32,
+    /// One flag per EventID of the ITT: reserved by some handle (or lost to a failed DISCARD).
+    reserved: Vec<bool>,
+    /// Live handles; the last one to go unmaps the DeviceID.
+    users: u32,
+}
+
+impl MappedDevice {
+    /// Reserves the first free block of `nvec` EventIDs, rounded up to a power of two and
+    /// aligned to its size: multi-message MSI writes `data | vector number`, so a handle's
+    /// EventIDs must be such a block. Returns its first EventID.
+    fn reserve(&mut self, nvec: u32) -> Option<u32> {
+        let size = nvec.next_power_of_two() as usize;
+        let base = (0..self.reserved.len()).step_by(size).find(|&b| {
+            b + size <= self.reserved.len() && !self.reserved[b..b + size].contains(&true)
+        })?;
+        self.reserved[base..base + size].fill(true);
+        Some(base as u32)
+    }
+
+    fn release(&mut self, base: u32, nvec: u32) {
+        let size = nvec.next_power_of_two() as usize;
+        self.reserved[base as usize..base as usize + size].fill(false);
+    }
+}
+
 struct ItsState {
     /// Next command slot (GITS_CWRITER.Offset once published).
     write: u32,
     /// LPI INTID -> where it comes from, for INV on enable/disable.
     routes: BTreeMap<u32, Route>,
     /// DeviceIDs with a live MAPD.
-    devices: BTreeSet<u32>,
+    devices: BTreeMap<u32, MappedDevice>,
 }
 
 struct ItsMemory {
@@ -286,7 +323,7 @@ impl Its {
             state: IrqLock::new(ItsState {
                 write: 0,
                 routes: BTreeMap::new(),
-                devices: BTreeSet::new(),
+                devices: BTreeMap::new(),
             }),
         };
         // Commands are processed only while the ITS is enabled. Map the collection to the boot
@@ -333,9 +370,15 @@ impl Its {
         self.summary
     }
 
-    /// Gives `device_id` an interrupt translation table for `nvec` vectors (rounded up to a power
-    /// of two EventIDs) and maps it (MAPD + SYNC). Vectors are then added with
+    /// Gives `device_id` an interrupt translation table and maps it (MAPD + SYNC), with a block
+    /// of `nvec` EventIDs for this handle. Vectors are then added with
     /// [`ItsDevice::alloc_vector`].
+    ///
+    /// Functions behind a conventional PCI bridge share one DeviceID and bind one by one, and a
+    /// mapped ITT cannot grow; so the ITT covers as many EventIDs as fill the page it occupies
+    /// anyway ([`table::itt_event_bits`]), and when `device_id` is mapped already no command is
+    /// issued: the new handle reserves `nvec` free EventIDs of the existing ITT, or fails with
+    /// [`GicError::IttFull`].
     pub fn map_device(self: &Arc<Self>, device_id: u32, nvec: u32) -> Result<ItsDevice, GicError> {
         if u64::from(device_id) >> self.device_id_bits != 0 {
             return Err(GicError::DeviceIdOutOfRange {
@@ -350,7 +393,10 @@ impl Its {
                 max,
             });
         }
-        let event_bits = table::event_bits_for(nvec);
+        if let Some(dev) = self.share_device(&mut self.state.lock(), device_id, nvec)? {
+            return Ok(dev);
+        }
+        let event_bits = table::itt_event_bits(nvec, self.itt_entry_size, self.event_id_bits);
         let bytes = table::itt_bytes(event_bits, self.itt_entry_size).max(ITT_ALIGN);
         // Frames are zeroed (every ITT entry invalid) and page aligned (MAPD wants 256 bytes).
         let itt = Frames::alloc_bytes(bytes).ok_or(GicError::OutOfMemory {
@@ -361,8 +407,10 @@ impl Its {
             platform::get().cache_clean(itt.va(), itt.size());
         }
         let mut st = self.state.lock();
-        if !st.devices.insert(device_id) {
-            return Err(GicError::DeviceAlreadyMapped { device_id });
+        // Another function on this DeviceID may have mapped it while the ITT was allocated; the
+        // new ITT was never shown to the ITS and simply goes back.
+        if let Some(dev) = self.share_device(&mut st, device_id, nvec)? {
+            return Ok(dev);
         }
         let mapd = Command::Mapd {
             device: device_id,
@@ -380,19 +428,51 @@ impl Its {
                 },
             ],
         ) {
-            st.devices.remove(&device_id);
             // The ITS may still act on the MAPD later: never hand its ITT out again.
             core::mem::forget(itt);
             return Err(e);
         }
+        let mut mapped = MappedDevice {
+            itt,
+            event_bits,
+            reserved: vec![false; 1 << event_bits],
+            users: 1,
+        };
+        // An empty ITT holds any block that fits it; nvec <= 2^event_bits.
+        let base = mapped.reserve(nvec).unwrap_or(0);
+        st.devices.insert(device_id, mapped);
         drop(st);
         Ok(ItsDevice {
             its: self.clone(),
             device_id,
             event_bits,
-            itt: Some(itt),
+            base,
             vectors: vec![None; nvec as usize],
         })
+    }
+
+    /// A new handle on `device_id`'s ITT if it is mapped already (`None` if it is not).
+    fn share_device(
+        self: &Arc<Self>,
+        st: &mut ItsState,
+        device_id: u32,
+        nvec: u32,
+    ) -> Result<Option<ItsDevice>, GicError> {
+        let Some(mapped) = st.devices.get_mut(&device_id) else {
+            return Ok(None);
+        };
+        let base = mapped.reserve(nvec).ok_or(GicError::IttFull {
+            device_id,
+            requested: nvec,
+        })?;
+        mapped.users += 1;
+        Ok(Some(ItsDevice {
+            its: self.clone(),
+            device_id,
+            event_bits: mapped.event_bits,
+            base,
+            vectors: vec![None; nvec as usize],
+        }))
     }
 
     /// Sets the enable bit of LPI `intid` and makes the redistributor reload it (INV + SYNC) if
@@ -646,9 +726,10 @@ fn program_baser(
     })
 }
 
-/// A DeviceID mapped to an interrupt translation table, and its vectors. Dropping it discards
-/// every vector (DISCARD), unmaps the DeviceID (MAPD V=0), waits for SYNC and only then frees the
-/// ITT and the LPIs.
+/// One function's share of a DeviceID mapped to an interrupt translation table: a block of
+/// EventIDs and the vectors on them. Dropping it discards its vectors (DISCARD); the last handle
+/// on the DeviceID also unmaps it (MAPD V=0). Only after the SYNC are the LPIs, the EventIDs
+/// and (with the last handle) the ITT freed.
 ///
 /// Drop order for a driver: free its `kapi::irq` handles, turn off MSI in the device, then drop
 /// the `ItsDevice`.
@@ -656,8 +737,9 @@ pub struct ItsDevice {
     its: Arc<Its>,
     device_id: u32,
     event_bits: u32,
-    itt: Option<Frames>,
-    /// EventID -> LPI INTID.
+    /// First EventID of this handle's block.
+    base: u32,
+    /// EventID `base + i` -> LPI INTID.
     vectors: Vec<Option<u32>>,
 }
 
@@ -665,8 +747,9 @@ impl fmt::Debug for ItsDevice {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "ItsDevice({:#x}, {} vectors)",
+            "ItsDevice({:#x}, EventIDs {}.., {} vectors)",
             self.device_id,
+            self.base,
             self.vectors.len()
         )
     }
@@ -678,9 +761,14 @@ impl ItsDevice {
         self.device_id
     }
 
-    /// EventID bits the ITT covers.
+    /// EventID bits the ITT covers (shared by every handle on the DeviceID).
     pub fn event_bits(&self) -> u32 {
         self.event_bits
+    }
+
+    /// The first EventID of this handle's block (0 unless the DeviceID is shared).
+    pub fn first_event(&self) -> u32 {
+        self.base
     }
 
     /// Vectors this device may have (the `nvec` it was mapped with).
@@ -690,28 +778,36 @@ impl ItsDevice {
 
     /// The vectors mapped now, by EventID.
     pub fn vectors(&self) -> impl Iterator<Item = MsiVector> + '_ {
-        self.vectors.iter().enumerate().filter_map(|(e, v)| {
+        self.vectors.iter().enumerate().filter_map(|(i, v)| {
             v.map(|intid| MsiVector {
                 intid,
-                event_id: e as u32,
+                event_id: self.base + i as u32,
             })
         })
     }
 
-    /// Maps the lowest free EventID to a new LPI (MAPTI + INV + SYNC). The LPI starts disabled;
-    /// `kapi::irq::request(vector.line(), ..)` enables it. EventIDs are handed out from 0 up, as
-    /// PCI multi-message MSI expects (data = base | vector number).
+    /// The slot of `vector`, if it is mapped on this handle.
+    fn slot(&self, vector: MsiVector) -> Option<usize> {
+        let i = vector.event_id.checked_sub(self.base)? as usize;
+        (self.vectors.get(i).copied().flatten() == Some(vector.intid)).then_some(i)
+    }
+
+    /// Maps the lowest free EventID of this handle's block to a new LPI (MAPTI + INV + SYNC).
+    /// The LPI starts disabled; `kapi::irq::request(vector.line(), ..)` enables it. EventIDs are
+    /// handed out from the block's base up, as PCI multi-message MSI expects (data = base |
+    /// vector number).
     pub fn alloc_vector(&mut self) -> Result<MsiVector, GicError> {
-        let event = self
+        let slot = self
             .vectors
             .iter()
             .position(Option::is_none)
             .ok_or(GicError::NoFreeEvent {
                 device_id: self.device_id,
-            })? as u32;
+            })?;
+        let event = self.base + slot as u32;
         let intid = self.its.lpis.alloc()?;
         // From here the slot owns the LPI: if the commands fail, drop still discards it.
-        self.vectors[event as usize] = Some(intid);
+        self.vectors[slot] = Some(intid);
         let mut st = self.its.state.lock();
         self.its.submit(
             &mut st,
@@ -747,16 +843,9 @@ impl ItsDevice {
     /// Unmaps one vector (DISCARD + SYNC) and frees its LPI. Its `kapi::irq` handle must already
     /// be gone.
     pub fn free_vector(&mut self, vector: MsiVector) -> Result<(), GicError> {
-        let slot = self
-            .vectors
-            .get(vector.event_id as usize)
-            .copied()
-            .flatten();
-        if slot != Some(vector.intid) {
-            return Err(GicError::NotMapped {
-                intid: vector.intid,
-            });
-        }
+        let slot = self.slot(vector).ok_or(GicError::NotMapped {
+            intid: vector.intid,
+        })?;
         self.its
             .lpis
             .set_config(vector.intid, DEFAULT_PRIORITY, false);
@@ -775,7 +864,7 @@ impl ItsDevice {
         )?;
         st.routes.remove(&vector.intid);
         drop(st);
-        self.vectors[vector.event_id as usize] = None;
+        self.vectors[slot] = None;
         self.its.lpis.free(vector.intid);
         Ok(())
     }
@@ -791,12 +880,7 @@ impl ItsDevice {
     /// Makes `vector` pending as if the device had written its MSI (INT + SYNC): a self-test that
     /// needs no device.
     pub fn trigger(&self, vector: MsiVector) -> Result<(), GicError> {
-        let slot = self
-            .vectors
-            .get(vector.event_id as usize)
-            .copied()
-            .flatten();
-        if slot != Some(vector.intid) {
+        if self.slot(vector).is_none() {
             return Err(GicError::NotMapped {
                 intid: vector.intid,
             });
@@ -819,12 +903,7 @@ impl ItsDevice {
 
 impl Drop for ItsDevice {
     fn drop(&mut self) {
-        let mapped: Vec<(u32, u32)> = self
-            .vectors
-            .iter()
-            .enumerate()
-            .filter_map(|(e, v)| v.map(|intid| (e as u32, intid)))
-            .collect();
+        let mapped: Vec<(u32, u32)> = self.vectors().map(|v| (v.event_id, v.intid)).collect();
         for &(_, intid) in &mapped {
             self.its.lpis.set_config(intid, DEFAULT_PRIORITY, false);
         }
@@ -835,31 +914,57 @@ impl Drop for ItsDevice {
                 event,
             })
             .collect();
-        cmds.push(Command::Mapd {
-            device: self.device_id,
-            itt: None,
-        });
-        cmds.push(Command::Sync {
-            target: self.its.target,
-        });
         let mut st = self.its.state.lock();
-        let result = self.its.submit(&mut st, &cmds);
+        // Decided under the lock: another handle on the DeviceID may be going at the same time.
+        let last = st.devices.get(&self.device_id).is_none_or(|d| d.users <= 1);
+        if last {
+            cmds.push(Command::Mapd {
+                device: self.device_id,
+                itt: None,
+            });
+        }
+        let result = if cmds.is_empty() {
+            Ok(())
+        } else {
+            cmds.push(Command::Sync {
+                target: self.its.target,
+            });
+            self.its.submit(&mut st, &cmds)
+        };
         for &(_, intid) in &mapped {
             st.routes.remove(&intid);
         }
-        st.devices.remove(&self.device_id);
+        let gone = if last {
+            st.devices.remove(&self.device_id)
+        } else {
+            if let Some(d) = st.devices.get_mut(&self.device_id) {
+                d.users -= 1;
+                // EventIDs the ITS may still translate stay reserved until the DeviceID goes.
+                if result.is_ok() {
+                    d.release(self.base, self.capacity());
+                }
+            }
+            None
+        };
         drop(st);
         match result {
             Ok(()) => {
                 for &(_, intid) in &mapped {
                     self.its.lpis.free(intid);
                 }
+                // The ITT goes here, after the SYNC that completed the MAPD V=0.
+                drop(gone);
             }
             Err(e) => {
                 // The ITS may still use the ITT and raise these LPIs: keep both out of reuse.
-                log::error!(target: "gicv3", "ITS: unmapping DeviceID {:#x} failed: {e}; keeping its ITT and {} LPIs",
-                    self.device_id, mapped.len());
-                core::mem::forget(self.itt.take());
+                if last {
+                    log::error!(target: "gicv3", "ITS: unmapping DeviceID {:#x} failed: {e}; keeping its ITT and {} LPIs",
+                        self.device_id, mapped.len());
+                } else {
+                    log::error!(target: "gicv3", "ITS: discarding {} events of DeviceID {:#x} failed: {e}; keeping their EventIDs and LPIs",
+                        mapped.len(), self.device_id);
+                }
+                core::mem::forget(gone.map(|d| d.itt));
             }
         }
     }

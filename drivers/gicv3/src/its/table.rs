@@ -197,6 +197,19 @@ pub fn event_bits_for(nvec: u32) -> u32 {
     nvec.max(2).next_power_of_two().trailing_zeros()
 }
 
+/// The unit an interrupt translation table is allocated in (one page frame).
+pub const ITT_PAGE: u64 = 4096;
+
+/// EventID bits of the ITT for a DeviceID whose first user asks for `nvec` vectors: enough for
+/// `nvec`, and at least as many EventIDs as fill the page the ITT takes anyway (256 with
+/// 12- or 16-byte entries), so that functions aliasing to the same DeviceID find room in it
+/// later; never more than the ITS's `max_bits`.
+pub fn itt_event_bits(nvec: u32, entry_size: u32, max_bits: u32) -> u32 {
+    let per_page = (ITT_PAGE / u64::from(entry_size.max(1))).max(2);
+    let page_bits = 63 - per_page.leading_zeros();
+    event_bits_for(nvec).max(page_bits).min(max_bits.max(1))
+}
+
 /// Bytes of an interrupt translation table for `event_bits` EventIDs of `entry_size` bytes
 /// (GITS_TYPER.ITT_entry_size + 1).
 pub fn itt_bytes(event_bits: u32, entry_size: u32) -> u64 {
@@ -305,6 +318,15 @@ mod tests {
         assert_eq!(event_bits_for(33), 6);
         // QEMU: 12-byte ITT entries.
         assert_eq!(itt_bytes(1, 12), 24);
+        // An ITT fills its page: 256 EventIDs of QEMU's 12-byte entries (3 KiB), 512 of 8 bytes.
+        assert_eq!(itt_event_bits(1, 12, 16), 8);
+        assert_eq!(itt_bytes(itt_event_bits(1, 12, 16), 12), 3072);
+        assert_eq!(itt_event_bits(1, 16, 16), 8);
+        assert_eq!(itt_event_bits(1, 8, 16), 9);
+        // More vectors than a page holds, and an ITS with few EventID bits.
+        assert_eq!(itt_event_bits(1000, 12, 16), 10);
+        assert_eq!(itt_event_bits(1, 12, 4), 4);
+        assert_eq!(itt_event_bits(2, 12, 1), 1);
         assert_eq!(itt_bytes(5, 12), 384);
     }
 }

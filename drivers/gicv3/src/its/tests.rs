@@ -7,6 +7,9 @@ use crate::{GicV3, LPI_BASE};
 use kapi::irq::IrqChip;
 
 const EDU: u32 = 0x18; // 00:03.0
+/// 02:00.0: the requester ID of every function behind a PCIe-to-PCI bridge whose secondary bus
+/// is 2 (the functions' DMA alias).
+const ALIAS: u32 = 0x200;
 
 fn its_for(gic: &mut GicV3, fx: &ItsFixture) -> Arc<Its> {
     // MAPC + INVALL + SYNC.
@@ -228,15 +231,15 @@ fn device_lifecycle_map_vector_enable_disable_unmap() {
     let before = t.frames();
     let rd = RdBase::ProcessorNumber(0);
 
-    // MAPD + SYNC: one EventID bit for one vector, ITT in its own page.
+    // MAPD + SYNC: an ITT of 256 EventIDs (MAPD.Size = 7), as many as fill its page.
     fx.consume_to(5);
     let mut dev = its.map_device(EDU, 1).unwrap();
     assert_eq!(
         (dev.device_id(), dev.event_bits(), dev.capacity()),
-        (EDU, 1, 1)
+        (EDU, 8, 1)
     );
     let [w0, w1, w2, w3] = its.queued(3);
-    assert_eq!((w0, w1, w3), (0x0000_0018_0000_0008, 0, 0));
+    assert_eq!((w0, w1, w3), (0x0000_0018_0000_0008, 7, 0));
     assert_eq!(w2 >> 63, 1, "V");
     let itt = w2 & 0x000f_ffff_ffff_ff00;
     assert!(itt != 0 && itt % 4096 == 0);
@@ -296,11 +299,11 @@ fn device_lifecycle_map_vector_enable_disable_unmap() {
     dev.trigger(v).unwrap();
     assert_eq!(its.queued(12), [0x0000_0018_0000_0003, 0, 0, 0]);
 
-    // The same DeviceID cannot be mapped twice; bad vector counts are refused before any command.
-    assert_eq!(
-        its.map_device(EDU, 1).err(),
-        Some(GicError::DeviceAlreadyMapped { device_id: EDU })
-    );
+    // A second handle on a mapped DeviceID takes a block of its own, aligned to its size,
+    // without a command; bad vector counts are refused before any command.
+    let sibling = its.map_device(EDU, 2).unwrap();
+    assert_eq!(sibling.first_event(), 2);
+    drop(sibling);
     assert_eq!(
         its.map_device(1, 0).err(),
         Some(GicError::VectorCount {
@@ -336,8 +339,8 @@ fn vectors_take_event_ids_from_zero_and_can_be_freed_one_by_one() {
     let its = its_for(&mut gic, &fx);
     fx.consume_to(5);
     let mut dev = its.map_device(EDU, 3).unwrap();
-    // Three vectors need two EventID bits: MAPD.Size = 1.
-    assert_eq!(its.queued(3)[1], 1);
+    // Three vectors fit the page-sized ITT: MAPD.Size = 7.
+    assert_eq!(its.queued(3)[1], 7);
     let mut next = 5;
     let mut vs = Vec::new();
     for e in 0..3 {
@@ -436,4 +439,230 @@ fn the_command_ring_wraps() {
     );
     fx.consume_to(write + 3);
     drop(dev);
+}
+
+/// How many MAPDs (valid or not) slots `0..end` of the queue hold.
+fn mapds(its: &Its, end: u32) -> usize {
+    (0..end)
+        .filter(|&i| its.queued(i)[0] & 0xff == u64::from(cmd::opcode::MAPD))
+        .count()
+}
+
+#[test]
+fn aliased_functions_share_one_itt_with_their_own_event_ids() {
+    let t = serial();
+    let (mut gic, _gicd, _gicr) = gic_with_lpis(0);
+    let fx = ItsFixture::qemu();
+    let its = its_for(&mut gic, &fx);
+    let before = t.frames();
+
+    // The first function's MAPD gives the DeviceID an ITT with room for its siblings.
+    fx.consume_to(5);
+    let mut first = its.map_device(ALIAS, 1).unwrap();
+    assert_eq!((first.event_bits(), first.first_event()), (8, 0));
+    assert_eq!(its.queued(3)[0], (u64::from(ALIAS) << 32) | 0x08);
+    assert_eq!(its.queued(3)[1], 7);
+    fx.consume_to(8);
+    let v1 = first.alloc_vector().unwrap();
+    assert_eq!(v1.event_id, 0);
+
+    // The second function gets the next EventID of the same ITT, without a command.
+    let mut second = its.map_device(ALIAS, 1).unwrap();
+    assert_eq!(
+        fx.cwriter(),
+        8 << 5,
+        "no MAPD for a DeviceID mapped already"
+    );
+    assert_eq!((second.event_bits(), second.first_event()), (8, 1));
+    fx.consume_to(11);
+    let v2 = second.alloc_vector().unwrap();
+    assert_eq!(v2.event_id, 1);
+    assert_ne!(v2.intid, v1.intid);
+    assert_eq!(
+        its.queued(8),
+        encode(&Command::Mapti {
+            device: ALIAS,
+            event: 1,
+            intid: v2.intid,
+            icid: COLLECTION
+        })
+    );
+    assert_eq!(
+        (first.msi_message(v1).data, second.msi_message(v2).data),
+        (0, 1)
+    );
+    // Each handle knows only its own vectors.
+    assert_eq!(first.vectors().collect::<Vec<_>>(), [v1]);
+    assert_eq!(second.vectors().collect::<Vec<_>>(), [v2]);
+    assert_eq!(
+        first.trigger(v2).err(),
+        Some(GicError::NotMapped { intid: v2.intid })
+    );
+
+    // A multi-message MSI function gets a block aligned to its size (data = base | vector).
+    let third = its.map_device(ALIAS, 3).unwrap();
+    assert_eq!((third.first_event(), third.capacity()), (4, 3));
+
+    assert_eq!(mapds(&its, 11), 1, "one MAPD for the three functions");
+    assert_eq!(t.frames() - before, 1, "one ITT page");
+    drop(third);
+    fx.consume_to(13);
+    drop(second);
+    fx.consume_to(16);
+    drop(first);
+    assert_eq!(t.frames(), before);
+}
+
+#[test]
+fn only_the_last_handle_on_a_shared_device_id_unmaps_it() {
+    let t = serial();
+    let (mut gic, _gicd, _gicr) = gic_with_lpis(0);
+    let fx = ItsFixture::qemu();
+    let its = its_for(&mut gic, &fx);
+    let rd = RdBase::ProcessorNumber(0);
+    let before = t.frames();
+    fx.consume_to(5);
+    let mut first = its.map_device(ALIAS, 1).unwrap();
+    fx.consume_to(8);
+    let v1 = first.alloc_vector().unwrap();
+    let mut second = its.map_device(ALIAS, 1).unwrap();
+    fx.consume_to(11);
+    let v2 = second.alloc_vector().unwrap();
+
+    // The first function unbinds: its own event is discarded, the DeviceID stays mapped.
+    fx.consume_to(13);
+    drop(first);
+    assert_eq!(fx.cwriter(), 13 << 5);
+    assert_eq!(
+        its.queued(11),
+        encode(&Command::Discard {
+            device: ALIAS,
+            event: v1.event_id
+        })
+    );
+    assert_eq!(its.queued(12), encode(&Command::Sync { target: rd }));
+    assert_eq!(mapds(&its, 13), 1, "no MAPD V=0 yet");
+    assert!(!its.lpis().is_allocated(v1.intid), "its LPI is free");
+    assert_eq!(its.lpis().in_use(), 1);
+    assert_eq!(t.frames() - before, 1, "the ITT stays");
+    // The second still works, and a new function may take the EventID the first gave back.
+    fx.consume_to(15);
+    second.trigger(v2).unwrap();
+    let again = its.map_device(ALIAS, 1).unwrap();
+    assert_eq!(again.first_event(), v1.event_id);
+    drop(again);
+    assert_eq!(
+        fx.cwriter(),
+        15 << 5,
+        "a handle without vectors goes without a command"
+    );
+
+    // The last one unmaps the DeviceID and frees the ITT.
+    fx.consume_to(18);
+    drop(second);
+    assert_eq!(
+        its.queued(15),
+        encode(&Command::Discard {
+            device: ALIAS,
+            event: v2.event_id
+        })
+    );
+    assert_eq!(
+        its.queued(16),
+        encode(&Command::Mapd {
+            device: ALIAS,
+            itt: None
+        })
+    );
+    assert_eq!(its.queued(17), encode(&Command::Sync { target: rd }));
+    assert_eq!(its.lpis().in_use(), 0);
+    assert_eq!(t.frames(), before);
+}
+
+#[test]
+fn a_full_shared_itt_is_a_clear_error_that_leaks_nothing() {
+    let t = serial();
+    let (mut gic, _gicd, _gicr) = gic_with_lpis(0);
+    let fx = ItsFixture::qemu();
+    let its = its_for(&mut gic, &fx);
+    let before = t.frames();
+    // An ITT of 256 EventIDs, which two functions of 128 vectors fill.
+    fx.consume_to(5);
+    let mut first = its.map_device(ALIAS, 128).unwrap();
+    fx.consume_to(8);
+    first.alloc_vector().unwrap();
+    let second = its.map_device(ALIAS, 128).unwrap();
+    assert_eq!(second.first_event(), 128);
+
+    let frames = t.frames();
+    let err = its.map_device(ALIAS, 1).unwrap_err();
+    assert_eq!(
+        err,
+        GicError::IttFull {
+            device_id: ALIAS,
+            requested: 1
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "DeviceID 0x200's ITT has no room for 1 more vector (shared by aliased functions)"
+    );
+    // A larger request fails the same way: the ITT cannot grow.
+    assert_eq!(
+        its.map_device(ALIAS, 4).err(),
+        Some(GicError::IttFull {
+            device_id: ALIAS,
+            requested: 4
+        })
+    );
+    assert_eq!(fx.cwriter(), 8 << 5, "no command");
+    assert_eq!(t.frames(), frames, "no ITT allocated");
+    assert_eq!(its.lpis().in_use(), 1);
+
+    // The refused calls did not count as users: the second handle goes silently, and the first
+    // is the last one, which unmaps the DeviceID and frees everything.
+    drop(second);
+    assert_eq!(fx.cwriter(), 8 << 5);
+    fx.consume_to(11);
+    drop(first);
+    assert_eq!(
+        its.queued(9),
+        encode(&Command::Mapd {
+            device: ALIAS,
+            itt: None
+        })
+    );
+    assert_eq!(its.lpis().in_use(), 0);
+    assert_eq!(t.frames(), before);
+}
+
+#[test]
+fn a_failed_discard_on_a_shared_device_id_keeps_its_event_ids_and_lpis() {
+    let _t = serial();
+    let (mut gic, _gicd, _gicr) = gic_with_lpis(0);
+    let fx = ItsFixture::qemu();
+    let its = its_for(&mut gic, &fx);
+    fx.consume_to(5);
+    let first = its.map_device(ALIAS, 1).unwrap();
+    let mut second = its.map_device(ALIAS, 1).unwrap();
+    fx.consume_to(8);
+    second.alloc_vector().unwrap();
+    // The ITS does not consume the DISCARD: the EventID may still be translated, so it is not
+    // handed out again, and neither is the LPI.
+    let lost = second.first_event();
+    drop(second);
+    assert_eq!(its.lpis().in_use(), 1);
+    let next = its.map_device(ALIAS, 1).unwrap();
+    assert_eq!(next.first_event(), lost + 1);
+    drop(next);
+    // The first is still the last user: MAPD V=0 + SYNC after the two unconsumed commands.
+    fx.consume_to(12);
+    drop(first);
+    assert_eq!(
+        its.queued(10),
+        encode(&Command::Mapd {
+            device: ALIAS,
+            itt: None
+        })
+    );
 }
