@@ -97,7 +97,7 @@ impl DmaDevice {
                     ) {
                         if at > 0 {
                             // Strict whatever the policy: the frames are freed on return.
-                            if d.unmap_strict(base, at, at, self.name()).is_err() {
+                            if d.unmap_strict(base, total, at, self.name()).is_err() {
                                 core::mem::forget(blocks);
                             }
                         } else {

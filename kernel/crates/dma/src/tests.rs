@@ -363,6 +363,38 @@ fn coherent_allocation_falls_back_to_smaller_blocks_mapped_contiguously() {
 }
 
 #[test]
+fn a_coherent_allocation_whose_mapping_fails_part_way_gives_everything_back() {
+    let _s = serial();
+    let base = Baseline::take();
+    let p = kapi::platform::fake::install();
+    let (dev, domain) = iommu_device(true, &[]);
+    let frames_before = p.frames_in_use();
+    let syncs_before = domain.sync_count();
+    // Single pages only, and the third page's map fails: two pages are mapped by then.
+    p.max_order.store(0, core::sync::atomic::Ordering::Relaxed);
+    domain
+        .maps_before_failure
+        .store(2, core::sync::atomic::Ordering::Relaxed);
+    let err = dev.alloc_coherent(8 * PAGE_SIZE).unwrap_err();
+    p.max_order
+        .store(u64::MAX, core::sync::atomic::Ordering::Relaxed);
+    domain
+        .maps_before_failure
+        .store(u32::MAX, core::sync::atomic::Ordering::Relaxed);
+    assert_eq!(err, DmaError::Iommu(iommu::IommuError::NoMemory));
+    // The two mapped pages were unmapped and invalidated before their frames went back, and
+    // the IOVA range is free again: the same allocation now succeeds at the same address.
+    assert_eq!(domain.mapped_pages(), 0);
+    assert_eq!(domain.sync_count(), syncs_before + 1);
+    assert_eq!(p.frames_in_use(), frames_before);
+    assert_eq!((base.coherent(), base.iova_ranges()), (0, 0));
+    let again = dev.alloc_coherent(8 * PAGE_SIZE).unwrap();
+    assert_eq!(domain.mapped_pages(), 8);
+    drop(again);
+    assert_eq!((base.coherent(), base.iova_ranges()), (0, 0));
+}
+
+#[test]
 fn direct_devices_use_bus_addresses_and_bounce_what_they_cannot_reach() {
     let _s = serial();
     let pool_frames = Frames::alloc(6).unwrap();

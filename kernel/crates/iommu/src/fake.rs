@@ -118,6 +118,7 @@ impl IommuOps for FakeIommu {
             pending: Mutex::new(Vec::new()),
             syncs: AtomicU32::new(0),
             failing_syncs: AtomicBool::new(false),
+            maps_before_failure: AtomicU32::new(u32::MAX),
             aperture: Range::new(Iova(0), 1 << 48),
         }))
     }
@@ -165,6 +166,9 @@ pub struct FakeDomain {
     pub syncs: AtomicU32,
     /// While set, every invalidation fails (a hardware that stopped answering).
     pub failing_syncs: AtomicBool,
+    /// Map calls that succeed before every later one fails with `NoMemory` (table memory
+    /// running out part way through a mapping); `u32::MAX` means never.
+    pub maps_before_failure: AtomicU32,
     aperture: Range<Iova>,
 }
 
@@ -192,6 +196,7 @@ impl FakeDomain {
             pending: Mutex::new(Vec::new()),
             syncs: AtomicU32::new(0),
             failing_syncs: AtomicBool::new(false),
+            maps_before_failure: AtomicU32::new(u32::MAX),
             aperture: Range::new(Iova(0), 1 << 48),
         })
     }
@@ -219,6 +224,13 @@ impl IommuDomain for FakeDomain {
                 pa: pa.0,
                 size,
             });
+        }
+        let left = self.maps_before_failure.load(Ordering::Relaxed);
+        if left == 0 {
+            return Err(IommuError::NoMemory);
+        }
+        if left != u32::MAX {
+            self.maps_before_failure.store(left - 1, Ordering::Relaxed);
         }
         let mut pages = self.pages.lock().expect("pages");
         for off in (0..size).step_by(PAGE as usize) {
