@@ -4,6 +4,7 @@
 use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, Ordering};
 
+use aarch64_cpu::registers::{Readable, TPIDRRO_EL0};
 use esr::Esr;
 
 core::arch::global_asm!(include_str!("vectors.S"));
@@ -63,6 +64,13 @@ pub fn semihosting_trap_addr() -> u64 {
 /// Entry from `vectors.S`.
 #[unsafe(no_mangle)]
 extern "C" fn exception_handler(frame: &mut TrapFrame, kind: u64) {
+    let image = crate::mm::layout::image();
+    let at = core::ptr::from_mut(frame) as u64;
+    if (image.overflow_stack_bottom..image.overflow_stack_top).contains(&at) {
+        // vectors.S moved here because the boot stack was exhausted; it kept the real SP.
+        frame.sp = TPIDRRO_EL0.get();
+        fatal(frame, kind, Some(image.stack_guard));
+    }
     match kind {
         // IRQ from the current EL: the normal path.
         5 | 1 => kapi::irq::handle_pending(),
@@ -72,11 +80,13 @@ extern "C" fn exception_handler(frame: &mut TrapFrame, kind: u64) {
             frame.x[0] = u64::MAX;
             frame.elr += 4;
         }
-        _ => fatal(frame, kind),
+        _ => fatal(frame, kind, None),
     }
 }
 
-fn fatal(frame: &TrapFrame, kind: u64) -> ! {
+/// Dumps `frame` and exits; `overflow` is the boot stack's guard page when the exception came
+/// from a stack overflow.
+fn fatal(frame: &TrapFrame, kind: u64, overflow: Option<u64>) -> ! {
     if IN_FATAL.swap(true, Ordering::SeqCst) {
         // A fault while dumping a fault: do not try to print again.
         super::exit(crate::ExitCode::Exception);
@@ -86,6 +96,14 @@ fn fatal(frame: &TrapFrame, kind: u64) -> ! {
     let esr = Esr(frame.esr);
     let t = crate::console::timestamp();
     let _ = writeln!(out, "[{t}] kernel: unexpected {ty} exception from {source}");
+    if let Some(guard) = overflow {
+        let _ = writeln!(
+            out,
+            "[{t}] kernel:   boot stack overflow: SP {:#x} is at or within a frame of the guard page [{guard:#x}-{:#x}]",
+            frame.sp,
+            guard + 0xfff
+        );
+    }
     let _ = writeln!(out, "[{t}] kernel:   {esr}");
     let _ = writeln!(
         out,

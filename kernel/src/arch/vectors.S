@@ -7,8 +7,40 @@
  */
 .equ FRAME_SIZE, 816
 
+/* Bytes of boot stack below which an exception cannot save its frame: the guard page, a frame. */
+.equ STACK_DANGER, 4096 + FRAME_SIZE
+
 .macro VECTOR idx
 .balign 0x80
+    sub     sp, sp, #FRAME_SIZE
+    stp     x0, x1, [sp, #0]
+    mov     x0, #\idx
+    b       exception_common
+.endm
+
+/*
+ * The kernel's own exceptions (current EL, SP_EL1). If SP is inside the boot stack's guard page
+ * or less than a frame above it, saving the frame would fault again, and again, each time lower,
+ * until it wrote over whatever lies below the guard. So such an entry moves to the overflow stack
+ * first, leaving the overflowing SP in TPIDRRO_EL0 for the dump; the handler treats every
+ * exception taken there as fatal (the interrupted SP is not restored). TPIDR_EL1 holds x0 while
+ * the check runs: no register is free yet.
+ */
+.macro VECTOR_SPX idx
+.balign 0x80
+    msr     tpidr_el1, x0
+    adrp    x0, __stack_guard
+    add     x0, x0, :lo12:__stack_guard
+    sub     x0, sp, x0                  /* SP - guard; wraps (huge) below the guard */
+    lsr     x0, x0, #4                  /* STACK_DANGER / 16 fits a compare immediate */
+    cmp     x0, #(STACK_DANGER / 16)
+    b.hs    1f
+    mov     x0, sp
+    msr     tpidrro_el0, x0
+    adrp    x0, __overflow_stack_top
+    add     x0, x0, :lo12:__overflow_stack_top
+    mov     sp, x0
+1:  mrs     x0, tpidr_el1
     sub     sp, sp, #FRAME_SIZE
     stp     x0, x1, [sp, #0]
     mov     x0, #\idx
@@ -23,11 +55,11 @@ exception_vectors:
     VECTOR 1
     VECTOR 2
     VECTOR 3
-    VECTOR 4
-    VECTOR 5
+    VECTOR_SPX 4
+    VECTOR_SPX 5
 .balign 0x80                            /* 6: FIQ, current EL: only the profiler's (fiq.S) */
     b       profile_fiq_entry
-    VECTOR 7
+    VECTOR_SPX 7
     VECTOR 8
     VECTOR 9
     VECTOR 10

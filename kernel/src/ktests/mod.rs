@@ -141,6 +141,26 @@ ktests! {
         crate::mm::write_stack_guard();
         kfail!("the write to the guard page did not fault")
     }
+
+    /// Recurses until the boot stack runs into its guard page: proves an overflow is reported
+    /// as one (from the overflow stack) with a dump and a failure exit, instead of faulting
+    /// over and over into the memory below the guard.
+    #[manual]
+    fn stack_overflow() -> ktest::Result {
+        let depth = recurse_forever(0);
+        kfail!("recursion {depth} deep returned")
+    }
+}
+
+/// Uses 512 bytes of stack a level and never stops (the compiler cannot turn it into a loop:
+/// the frame's contents are used after the call).
+#[inline(never)]
+fn recurse_forever(depth: u64) -> u64 {
+    let frame = core::hint::black_box([depth; 64]);
+    if frame[0] == u64::MAX {
+        return 0;
+    }
+    recurse_forever(depth + 1).wrapping_add(frame[63])
 }
 
 mod flood;

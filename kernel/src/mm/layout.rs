@@ -4,6 +4,9 @@ unsafe extern "C" {
     static __image_start: u8;
     static __rodata_start: u8;
     static __data_start: u8;
+    static __overflow_stack_guard: u8;
+    static __overflow_stack_bottom: u8;
+    static __overflow_stack_top: u8;
     static __stack_guard: u8;
     static __stack_bottom: u8;
     static __image_end: u8;
@@ -26,6 +29,12 @@ pub struct ImageLayout {
     pub rodata: u64,
     /// End of read-only data, start of data/BSS.
     pub data: u64,
+    /// The unmapped guard page below the overflow stack (end of data/BSS).
+    pub overflow_stack_guard: u64,
+    /// Lowest address of the stack exceptions switch to when the boot stack overflows.
+    pub overflow_stack_bottom: u64,
+    /// One past the overflow stack's highest address.
+    pub overflow_stack_top: u64,
     /// The unmapped guard page below the boot stack.
     pub stack_guard: u64,
     /// Lowest address of the boot stack.
@@ -40,6 +49,9 @@ pub fn image() -> ImageLayout {
         start: symbol_addr!(__image_start),
         rodata: symbol_addr!(__rodata_start),
         data: symbol_addr!(__data_start),
+        overflow_stack_guard: symbol_addr!(__overflow_stack_guard),
+        overflow_stack_bottom: symbol_addr!(__overflow_stack_bottom),
+        overflow_stack_top: symbol_addr!(__overflow_stack_top),
         stack_guard: symbol_addr!(__stack_guard),
         stack_bottom: symbol_addr!(__stack_bottom),
         end: symbol_addr!(__image_end),

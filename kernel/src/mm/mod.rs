@@ -358,11 +358,16 @@ fn build_page_tables(dt: &DeviceTree, ram: &[MemRange]) -> Result<(), MmError> {
     for r in normal.iter().filter_map(|r| page_align_inward(*r)) {
         b.map(r.base, r.size, Kind::ReadWrite)?;
     }
-    // The image: text RX, rodata R, data/BSS RW, guard page unmapped, stack RW.
+    // The image: text RX, rodata R, data/BSS RW, then each stack RW above an unmapped guard page.
     let sections = [
         (image.start, image.rodata, Kind::Text),
         (image.rodata, image.data, Kind::ReadOnly),
-        (image.data, image.stack_guard, Kind::ReadWrite),
+        (image.data, image.overflow_stack_guard, Kind::ReadWrite),
+        (
+            image.overflow_stack_bottom,
+            image.stack_guard,
+            Kind::ReadWrite,
+        ),
         (image.stack_bottom, image.end, Kind::ReadWrite),
     ];
     for (start, end, kind) in sections {
