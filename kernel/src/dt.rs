@@ -109,20 +109,31 @@ impl DeviceTree {
             .unwrap_or("")
     }
 
-    /// The console's registers, from `/chosen/stdout-path` (an alias or a path; options after
-    /// `:` ignored), if it is a PL011.
-    pub fn stdout_pl011(&self) -> Option<MemRange> {
-        let path = self.tree.find("/chosen")?.string("stdout-path").ok()??;
-        let path = path.split(':').next()?;
-        let node = if path.starts_with('/') {
-            self.tree.find(path)?
-        } else {
-            self.tree.alias(path).ok()??
-        };
-        if !node.is_compatible("arm,pl011") {
-            return None;
+    /// The console's registers, and where they were found: the PL011 that
+    /// `/chosen/stdout-path` names (an alias or a path; options after `:` ignored), or, when the
+    /// tree has no usable `stdout-path`, the first enabled `arm,pl011` node.
+    pub fn console_pl011(&self) -> Option<(MemRange, ConsoleSource)> {
+        let regs = |n: Node<'_>| n.reg().ok()?.first().map(|r| MemRange::from(*r));
+        let named = self
+            .tree
+            .find("/chosen")
+            .and_then(|c| c.string("stdout-path").ok().flatten())
+            .and_then(|p| p.split(':').next())
+            .and_then(|p| {
+                if p.starts_with('/') {
+                    self.tree.find(p)
+                } else {
+                    self.tree.alias(p).ok().flatten()
+                }
+            });
+        if let Some(n) = named.filter(|n| n.is_compatible("arm,pl011")) {
+            return regs(n).map(|r| (r, ConsoleSource::StdoutPath));
         }
-        node.reg().ok()?.first().map(|r| MemRange::from(*r))
+        self.tree
+            .nodes()
+            .filter(|n| n.is_compatible("arm,pl011") && n.is_enabled().unwrap_or(false))
+            .find_map(regs)
+            .map(|r| (r, ConsoleSource::FirstPl011))
     }
 
     fn is_memory(n: &Node<'_>) -> bool {
@@ -264,5 +275,24 @@ impl DeviceTree {
             }
         }
         out
+    }
+}
+
+/// How the console was found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConsoleSource {
+    /// `/chosen/stdout-path` names it.
+    StdoutPath,
+    /// No usable `stdout-path`: the first enabled `arm,pl011` node.
+    FirstPl011,
+}
+
+impl ConsoleSource {
+    /// For the boot log.
+    pub fn describe(self) -> &'static str {
+        match self {
+            ConsoleSource::StdoutPath => "stdout-path",
+            ConsoleSource::FirstPl011 => "first arm,pl011 node: no usable stdout-path",
+        }
     }
 }

@@ -71,7 +71,7 @@ fn boot(dtb_pa: u64, entry_el: u64) -> ExitCode {
         return ExitCode::BadBoot;
     };
     let ram = dt.memory();
-    let Some(console_regs) = dt.stdout_pl011() else {
+    let Some((console_regs, console_source)) = dt.console_pl011() else {
         return ExitCode::BadBoot;
     };
     let Some(uart) = mm::early_mmio(console_regs, &ram) else {
@@ -95,10 +95,10 @@ fn boot(dtb_pa: u64, entry_el: u64) -> ExitCode {
     } else {
         String::new()
     };
-    log::info!(target: "kernel", "{} {entered}running at EL{el}, device tree at {:#x} ({} KiB), PSCI {}, console PL011 at {:#x} (stdout-path)",
+    log::info!(target: "kernel", "{} {entered}running at EL{el}, device tree at {:#x} ({} KiB), PSCI {}, console PL011 at {:#x} ({})",
         dt.model(), dt.blob_range().base, dt.blob_range().size / 1024,
         conduit.map_or("absent", |c| if c == arch::psci::Conduit::Hvc { "hvc" } else { "smc" }),
-        console_regs.base);
+        console_regs.base, console_source.describe());
     if !dt.bootargs().is_empty() {
         log::info!(target: "kernel", "command line: {}", dt.bootargs());
     }

@@ -57,6 +57,9 @@ pub enum Op {
     /// edits give it properties.
     #[serde(rename = "add-node")]
     AddNode,
+    /// Add a `/memreserve/` entry to the blob header: `value` is `"<address> <size>"` (two
+    /// numbers, dts syntax), `node` is `/`, no property.
+    Memreserve,
 }
 
 /// One edit: set or delete `property` of the node at `node`, or add the node.
@@ -188,6 +191,12 @@ impl Edit {
             }
             return Ok(());
         }
+        if self.op == Op::Memreserve {
+            if self.node != "/" || !self.property.is_empty() || self.memreserve().is_none() {
+                bail!("memreserve takes node = \"/\", no property, value = \"<address> <size>\"");
+            }
+            return Ok(());
+        }
         if self.property.is_empty() || !self.property.chars().all(is_property_char) {
             bail!("`{}` is not a property name", self.property);
         }
@@ -198,12 +207,25 @@ impl Edit {
         }
     }
 
-    /// The dts block that makes this edit when appended to a complete tree.
+    /// The (address, size) of a `memreserve` edit.
+    fn memreserve(&self) -> Option<(u64, u64)> {
+        let num = |t: &str| match t.strip_prefix("0x") {
+            Some(h) => u64::from_str_radix(h, 16).ok(),
+            None => t.parse().ok(),
+        };
+        let mut it = self.value.as_deref()?.split_whitespace();
+        let (a, n) = (num(it.next()?)?, num(it.next()?)?);
+        (it.next().is_none() && n > 0).then_some((a, n))
+    }
+
+    /// The dts block that makes this edit when appended to a complete tree (`memreserve`
+    /// entries go in the header instead: [`Variant::apply`]).
     fn dts(&self) -> String {
         let body = match (self.op, &self.value) {
             (Op::Set, Some(v)) => format!("{} = {v};", self.property),
             (Op::Set, None) => format!("{};", self.property),
             (Op::Delete, _) => format!("/delete-property/ {};", self.property),
+            (Op::Memreserve, _) => return String::new(),
             (Op::AddNode, _) => {
                 // Checked: a full path other than `/`, so it has a parent and a last part.
                 let (parent, name) = self.node.rsplit_once('/').unwrap_or(("", &self.node));
@@ -245,7 +267,16 @@ impl Variant {
     /// `base` (a complete dts) with the edits appended.
     pub fn apply(&self, base: &str) -> String {
         let mut out = String::with_capacity(base.len() + 256 * self.edits.len());
-        out.push_str(base);
+        // `/memreserve/` lines must come right after `/dts-v1/;`, before the first node.
+        let header = "/dts-v1/;\n";
+        let body = base.strip_prefix(header).unwrap_or(base);
+        if body.len() < base.len() {
+            out.push_str(header);
+        }
+        for (a, n) in self.edits.iter().filter_map(Edit::memreserve) {
+            let _ = writeln!(out, "/memreserve/ {a:#x} {n:#x};");
+        }
+        out.push_str(body);
         if !out.ends_with('\n') {
             out.push('\n');
         }
@@ -267,6 +298,20 @@ impl Variant {
         let after = of::DeviceTree::parse(edited)
             .map_err(|e| anyhow::anyhow!("the edited tree does not parse: {e}"))?;
         for e in &self.edits {
+            if let Some((a, n)) = e.memreserve() {
+                let has = |t: &of::DeviceTree| {
+                    t.memory_reservations()
+                        .iter()
+                        .any(|r| r.start.0 == a && r.size == n)
+                };
+                if has(&before) {
+                    bail!("/memreserve/ {a:#x} {n:#x}: already in QEMU's tree");
+                }
+                if !has(&after) {
+                    bail!("/memreserve/ {a:#x} {n:#x} was not added");
+                }
+                continue;
+            }
             if e.op == Op::AddNode {
                 if before.find(&e.node).is_some() {
                     bail!("{}: already in QEMU's tree: nothing to add", e.node);
@@ -294,7 +339,7 @@ impl Variant {
                 Op::Delete if new.is_some() => {
                     bail!("{}: {} is still there", e.node, e.property)
                 }
-                Op::AddNode => {}
+                Op::AddNode | Op::Memreserve => {}
                 _ => {}
             }
         }
@@ -561,6 +606,56 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("already")
+        );
+    }
+
+    #[test]
+    fn memreserve_edits_go_into_the_blob_header() {
+        let mr = |v: &str| edit(Op::Memreserve, "/", "", Some(v));
+        assert_eq!(
+            mr("0x50000000 0x100000").memreserve(),
+            Some((0x5000_0000, 0x10_0000))
+        );
+        for bad in ["0x50000000", "0x1 0x0", "0x1 0x2 0x3", "x 0x10", ""] {
+            assert!(mr(bad).check().is_err(), "`{bad}` was accepted");
+        }
+        assert!(
+            edit(Op::Memreserve, "/a", "", Some("0x1000 0x1000"))
+                .check()
+                .is_err()
+        );
+        assert!(
+            edit(Op::Memreserve, "/", "p", Some("0x1000 0x1000"))
+                .check()
+                .is_err()
+        );
+        let v = variant(vec![mr("0x50000000 0x100000")]);
+        let text = v.apply(BASE);
+        assert!(
+            text.starts_with("/dts-v1/;\n/memreserve/ 0x50000000 0x100000;\n"),
+            "{text}"
+        );
+        if Command::new("dtc").arg("--version").output().is_err() {
+            eprintln!("dtc is not installed: the compiled half of this test not run");
+            return;
+        }
+        let dir = target_dir().join("dt-variants/host-test-memreserve");
+        std::fs::create_dir_all(&dir).unwrap();
+        let base = compile(BASE, &dir, "base");
+        let edited = compile(&text, &dir, "edited");
+        v.verify(&base, &edited).unwrap();
+        let dt = of::DeviceTree::parse(&edited).unwrap();
+        let r = dt.memory_reservations();
+        assert_eq!(
+            (r.len(), r[0].start.0, r[0].size),
+            (1, 0x5000_0000, 0x10_0000)
+        );
+        // Verifying against a tree that does not have it fails.
+        assert!(
+            v.verify(&base, &base)
+                .unwrap_err()
+                .to_string()
+                .contains("was not added")
         );
     }
 

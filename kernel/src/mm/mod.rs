@@ -206,6 +206,8 @@ static FRAMES_TOTAL: AtomicU64 = AtomicU64::new(0);
 static DEVICE_RANGES: IrqLock<Vec<MemRange>> = IrqLock::new(Vec::new());
 /// RAM ranges, for virt_to_phys checks.
 static RAM_RANGES: IrqLock<Vec<MemRange>> = IrqLock::new(Vec::new());
+/// What `init` kept out of the frame allocator and the heap: (what, range).
+static RESERVED: IrqLock<Vec<(&'static str, MemRange)>> = IrqLock::new(Vec::new());
 
 /// Subtracts `hole` from every range in `ranges`.
 fn subtract(ranges: &mut Vec<MemRange>, hole: MemRange) {
@@ -288,6 +290,7 @@ pub fn init(dt: &DeviceTree, dtb: MemRange) -> Result<(), MmError> {
         log::info!(target: "mm", "reserved [{:#x}-{:#x}] {} ({})", r.base, r.base + r.size - 1, what, fmt_size(r.size));
         subtract(&mut free, *r);
     }
+    *RESERVED.lock() = reserved.iter().map(|&(what, r)| (what, r)).collect();
     let mut free: Vec<MemRange> = free.into_iter().filter_map(page_align_inward).collect();
     free.sort_by_key(|r| r.base);
 
@@ -562,4 +565,45 @@ pub fn write_stack_guard() {
     // SAFETY: the guard page is unmapped, so this store cannot modify memory; it raises a
     // synchronous data abort, which the exception handler reports.
     unsafe { guard.write_volatile(0xdead) };
+}
+
+ktest::ktests! {
+    /// Every frame the allocator can hand out, taken in the largest blocks it has: none
+    /// overlaps the image, the device tree, a `/memreserve/` entry or `/reserved-memory`, and
+    /// all of them together are the count the boot log gave.
+    fn no_frame_overlaps_a_reservation() -> ktest::Result {
+        let reserved = RESERVED.lock().clone();
+        ktest::kassert!(reserved.iter().any(|(w, _)| *w == "kernel image"), "no reservations recorded");
+        let mut taken: Vec<(PhysAddr, u32)> = Vec::new();
+        let mut order = 10;
+        let mut found = None;
+        loop {
+            match alloc_frames_unzeroed(order) {
+                Some(pa) => {
+                    let size = PAGE_SIZE << order;
+                    if let Some((what, r)) = reserved
+                        .iter()
+                        .find(|(_, r)| pa.0 < r.base + r.size && r.base < pa.0 + size)
+                    {
+                        found.get_or_insert((pa.0, size, *what, *r));
+                    }
+                    taken.push((pa, order));
+                }
+                None if order == 0 => break,
+                None => order -= 1,
+            }
+        }
+        let frames: u64 = taken.iter().map(|&(_, o)| 1u64 << o).sum();
+        let in_use = frames_in_use();
+        for (pa, o) in taken {
+            // SAFETY: allocated above, never shared, returned once.
+            unsafe { kapi::platform::Platform::free_frames(&PLATFORM, pa, o) };
+        }
+        if let Some((pa, size, what, r)) = found {
+            ktest::kfail!("frames [{pa:#x}+{size:#x}] overlap the {what} reservation [{:#x}+{:#x}]", r.base, r.size);
+        }
+        ktest::kassert_eq!(in_use, frames_total(), "frames handed out when the allocator ran dry");
+        ktest::kassert!(frames > 0, "no frame at all");
+        Ok(())
+    }
 }
