@@ -116,12 +116,18 @@ impl Driver for FailingEdu {
                 intid: r.intid,
                 trigger: kapi::irq::Trigger::Level,
             });
-        let _irq = line
-            .map(|l| kapi::irq::request(l, FAILING, || {}))
-            .transpose()
-            .map_err(ProbeError::failed)?;
+        let line = line.ok_or_else(|| ProbeError::failed("edu has no INTx line"))?;
+        let _irq = kapi::irq::request(line, FAILING, || {}).map_err(ProbeError::failed)?;
+        note_handlers_at_step_4();
         Err(fail(4))
     }
+}
+
+/// Step 4 holds a real handler when it fails: counted here, checked by the test.
+static HANDLERS_AT_STEP_4: AtomicU32 = AtomicU32::new(0);
+
+fn note_handlers_at_step_4() {
+    HANDLERS_AT_STEP_4.store(kapi::irq::handlers_installed() as u32, Ordering::Relaxed);
 }
 
 fn register_failing_driver() {
@@ -212,10 +218,15 @@ ktests! {
                 let _ = dm.bind(id);
             });
             let s = state(id);
-            kassert!(matches!(s, Some(DeviceState::Failed { .. })), "step {step}: {s:?}");
+            // The probe got as far as the step (not an earlier, unplanned failure).
+            let reached = alloc::format!("failing on purpose after step {step}");
+            kassert!(matches!(&s, Some(DeviceState::Failed { error, .. }) if alloc::format!("{error}") == reached),
+                "step {step}: {s:?}");
             kassert_eq!(ste(0x18), Some(SteConfig::Abort), "step {step}: the failed device's stream is not ABORT");
             kassert_eq!(counters(), start, "step {step}: the failed probe left something behind");
         }
+        kassert_eq!(HANDLERS_AT_STEP_4.load(Ordering::Relaxed) as usize, start.irq_handlers + 1,
+            "step 4 failed without holding an interrupt handler");
         ARMED.store(0, Ordering::Relaxed);
         devices::with(|dm| {
             let _ = dm.set_driver_override(id, None);
