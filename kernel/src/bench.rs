@@ -58,60 +58,82 @@ fn dma_device() -> Option<Arc<dma::DmaDevice>> {
     .flatten()
 }
 
-/// Runs `op` `iters` times and reports the mean in nanoseconds.
-fn time_per_op(case: &str, iters: u64, mut op: impl FnMut()) {
+/// A case that could not run: said on the log, no number reported, and the boot fails.
+fn failed(case: &str, why: impl core::fmt::Display) -> bool {
+    log::error!(target: "bench", "{case}: {why}");
+    false
+}
+
+/// Runs `op` `iters` times and reports the mean in nanoseconds; the first error stops the case
+/// (a number made partly of failed operations would be wrong). False if it failed.
+fn time_per_op(case: &str, iters: u64, mut op: impl FnMut() -> Result<(), String>) -> bool {
     // One untimed round warms caches, the IOVA caches and the page-table walk.
-    op();
+    if let Err(e) = op() {
+        return failed(case, e);
+    }
     let start = Instant::now();
     for _ in 0..iters {
-        op();
+        if let Err(e) = op() {
+            return failed(case, e);
+        }
     }
     let ticks = Instant::now().ticks_since(start);
     report(case, "ns", ticks_to_ns(ticks) as f64 / iters as f64, iters);
+    true
 }
 
-fn map_unmap(dev: &Arc<dma::DmaDevice>, case: &str, size: usize, iters: u64) {
+fn map_unmap(dev: &Arc<dma::DmaDevice>, case: &str, size: usize, iters: u64) -> bool {
     let mut buf = Some(vec![0u8; size]);
     time_per_op(case, iters, || {
-        let Some(b) = buf.take() else { return };
+        let b = buf.take().ok_or("the buffer was lost")?;
         match dev.map::<dma::Bidirectional>(b) {
             Ok(s) => buf = Some(s.into_buffer()),
             Err((e, b)) => {
-                log::error!(target: "bench", "{case}: {e}");
                 buf = Some(b);
+                return Err(alloc::format!("{e}"));
             }
         }
-    });
+        Ok(())
+    })
 }
 
 /// Where the time of a strict 4 KiB map+unmap goes, layer by layer: the IOVA allocator, the
 /// page table (map + unmap without invalidation), and the IOTLB invalidation (TLBI + CMD_SYNC
 /// through the SMMU's command queue, with one page to invalidate).
-fn breakdown(dev: &Arc<dma::DmaDevice>, d: &Arc<dma::IommuDma>) {
+fn breakdown(dev: &Arc<dma::DmaDevice>, d: &Arc<dma::IommuDma>) -> bool {
     const N: u64 = 5_000;
     let limit = dev.limit(false);
-    time_per_op("dma_breakdown_4k_iova", N, || {
-        if let Ok(i) = d.alloc_iova(4096, limit) {
-            d.free_unmapped_iova(i, 4096);
-        }
+    let mut ok = time_per_op("dma_breakdown_4k_iova", N, || {
+        let i = d
+            .alloc_iova(4096, limit)
+            .map_err(|e| alloc::format!("{e}"))?;
+        d.free_unmapped_iova(i, 4096);
+        Ok(())
     });
-    let Ok(iova) = d.alloc_iova(4096, limit) else {
-        return;
+    let iova = match d.alloc_iova(4096, limit) {
+        Ok(i) => i,
+        Err(e) => return failed("dma_breakdown_4k", e),
     };
     let page = vec![0u8; 8192];
     let pa = kapi::PhysAddr((page.as_ptr() as u64 + 4095) & !4095);
     let domain = d.domain();
-    time_per_op("dma_breakdown_4k_pgtable", N, || {
-        let _ = domain.map(iova, pa, 4096, iommu::Prot::RW);
-        domain.unmap(iova, 4096);
-    });
+    let map_unmap = || {
+        domain
+            .map(iova, pa, 4096, iommu::Prot::RW)
+            .map_err(|e| alloc::format!("{e}"))?;
+        match domain.unmap(iova, 4096) {
+            4096 => Ok(()),
+            n => Err(alloc::format!("unmap removed {n:#x} bytes of 0x1000")),
+        }
+    };
+    ok &= time_per_op("dma_breakdown_4k_pgtable", N, map_unmap);
     let _ = domain.iotlb_sync();
-    time_per_op("dma_breakdown_4k_iotlb_sync", N, || {
-        let _ = domain.map(iova, pa, 4096, iommu::Prot::RW);
-        domain.unmap(iova, 4096);
-        let _ = domain.iotlb_sync();
+    ok &= time_per_op("dma_breakdown_4k_iotlb_sync", N, || {
+        map_unmap()?;
+        domain.iotlb_sync().map_err(|e| alloc::format!("{e}"))
     });
     d.free_unmapped_iova(iova, 4096);
+    ok
 }
 
 /// Runs the selected cases.
@@ -125,6 +147,7 @@ pub fn run(selected: &[String]) -> bool {
         log::warn!(target: "bench", "unknown case `{u}` (known: {})", CASES.join(", "));
     }
     crate::profile::restart();
+    let mut ok = unknown.is_empty();
     if wants("sha256") {
         let data = vec![0x5au8; 1 << 20];
         let start = Instant::now();
@@ -137,80 +160,82 @@ pub fn run(selected: &[String]) -> bool {
         report("sha256", "MB/s", (16 << 20) as f64 / ns as f64 * 1e3, 16);
         log::info!(target: "bench", "sha256 with the {} implementation", if crate::arch::sha256::has_hw() { "SHA-256 instruction" } else { "portable" });
     }
-    let dev = dma_device();
-    if dev.is_none() && CASES.iter().any(|c| c.starts_with("dma_") && wants(c)) {
-        log::error!(target: "bench", "no PCI device with DMA ops: DMA cases skipped");
+    let want_dma = CASES.iter().any(|c| c.starts_with("dma_") && wants(c));
+    let dev = dma_device().filter(|_| want_dma);
+    if dev.is_none() && want_dma {
+        ok = failed("dma_*", "no PCI device with DMA ops: DMA cases skipped");
     }
     if let Some(dev) = &dev {
         log::info!(target: "bench", "DMA cases through {} ({} DMA)", dev.name(), dev.ops_name());
         dev.set_mask(64).ok();
+        // Only a translated device has layers to break down (direct DMA has no IOVA or tables).
         if wants("dma_breakdown_4k")
             && let Some(d) = dev.iommu_dma()
         {
-            breakdown(dev, d);
+            ok &= breakdown(dev, d);
         }
         if wants("dma_map_unmap_4k") {
-            map_unmap(dev, "dma_map_unmap_4k", 4096, 20_000);
+            ok &= map_unmap(dev, "dma_map_unmap_4k", 4096, 20_000);
         }
         if wants("dma_map_unmap_64k") {
-            map_unmap(dev, "dma_map_unmap_64k", 64 << 10, 5_000);
+            ok &= map_unmap(dev, "dma_map_unmap_64k", 64 << 10, 5_000);
         }
         if wants("dma_map_unmap_1m") {
-            map_unmap(dev, "dma_map_unmap_1m", 1 << 20, 500);
+            ok &= map_unmap(dev, "dma_map_unmap_1m", 1 << 20, 500);
         }
         if wants("dma_map_sg_64") {
             let mut bufs = Some((0..64).map(|_| vec![0u8; 4096]).collect::<Vec<_>>());
-            time_per_op("dma_map_sg_64", 2_000, || {
-                let Some(b) = bufs.take() else { return };
+            ok &= time_per_op("dma_map_sg_64", 2_000, || {
+                let b = bufs.take().ok_or("the buffers were lost")?;
                 match dev.map_sg::<dma::ToDevice>(b) {
                     Ok(t) => bufs = Some(t.into_buffers()),
                     Err((e, b)) => {
-                        log::error!(target: "bench", "dma_map_sg_64: {e}");
                         bufs = Some(b);
+                        return Err(alloc::format!("{e}"));
                     }
                 }
+                Ok(())
             });
         }
         if wants("dma_alloc_coherent") {
-            time_per_op("dma_alloc_coherent", 2_000, || {
-                match dev.alloc_coherent(16 << 10) {
-                    Ok(c) => drop(c),
-                    Err(e) => log::error!(target: "bench", "dma_alloc_coherent: {e}"),
-                }
+            ok &= time_per_op("dma_alloc_coherent", 2_000, || {
+                dev.alloc_coherent(16 << 10)
+                    .map(drop)
+                    .map_err(|e| alloc::format!("{e}"))
             });
         }
     }
     if CASES.iter().any(|c| c.starts_with("blk_") && wants(c)) {
         match virtio_blk::bound().first() {
-            Some(disk) => blk_cases(disk, &wants),
-            None => log::error!(target: "bench", "no virtio-blk disk bound: disk cases skipped"),
+            Some(disk) => ok &= blk_cases(disk, &wants),
+            None => ok = failed("blk_*", "no virtio-blk disk bound: disk cases skipped"),
         }
     }
-    unknown.is_empty()
+    ok
 }
 
 /// Sequential read of the whole disk in 1 MiB requests, `depth` in flight; reports MB/s.
-fn blk_seq_read(disk: &virtio_blk::Disk, case: &str, depth: usize) {
+fn blk_seq_read(disk: &virtio_blk::Disk, case: &str, depth: usize) -> bool {
     let bytes = disk.capacity_bytes();
     let start = Instant::now();
     match disk.stream(0, bytes, 1 << 20, depth, |_, _| {}) {
         Ok(read) => {
             let ns = ticks_to_ns(Instant::now().ticks_since(start));
             report(case, "MB/s", read as f64 / ns as f64 * 1e3, read >> 20);
+            true
         }
-        Err(e) => log::error!(target: "bench", "{case}: {e}"),
+        Err(e) => failed(case, e),
     }
 }
 
 /// Random 4 KiB reads (4 KiB-aligned, the same pseudo-random sequence every boot), `depth` in
 /// flight; reports microseconds per read (total time over reads, so deeper queues show the
 /// overlap).
-fn blk_rand_read(disk: &virtio_blk::Disk, case: &str, depth: usize, reads: u64) {
+fn blk_rand_read(disk: &virtio_blk::Disk, case: &str, depth: usize, reads: u64) -> bool {
     const PAGE_SECTORS: u64 = 4096 / 512;
     let pages = disk.capacity_bytes() / 4096;
     if pages == 0 {
-        log::error!(target: "bench", "{case}: the disk is smaller than 4 KiB");
-        return;
+        return failed(case, "the disk is smaller than 4 KiB");
     }
     // xorshift64: cheap and the same every run.
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
@@ -230,40 +255,37 @@ fn blk_rand_read(disk: &virtio_blk::Disk, case: &str, depth: usize, reads: u64) 
             let buf = spare.pop().unwrap_or_else(|| vec![0u8; 4096]);
             match disk.submit_read(next_sector(), buf) {
                 Ok(t) => pending.push_back(t),
-                Err(e) => {
-                    log::error!(target: "bench", "{case}: {e}");
-                    return;
-                }
+                Err(e) => return failed(case, e),
             }
             submitted += 1;
         }
         let Some(t) = pending.pop_front() else { break };
         match t.wait() {
             Ok(buf) => spare.push(buf),
-            Err(e) => {
-                log::error!(target: "bench", "{case}: {e}");
-                return;
-            }
+            Err(e) => return failed(case, e),
         }
     }
     let ns = ticks_to_ns(Instant::now().ticks_since(start));
     report(case, "us", ns as f64 / reads as f64 / 1e3, reads);
+    true
 }
 
-fn blk_cases(disk: &virtio_blk::Disk, wants: &dyn Fn(&str) -> bool) {
+fn blk_cases(disk: &virtio_blk::Disk, wants: &dyn Fn(&str) -> bool) -> bool {
     log::info!(target: "bench", "disk cases on {} ({} DMA)", disk.name(), disk.dma_ops());
+    let mut ok = true;
     if wants("blk_seq_read_1m") {
-        blk_seq_read(disk, "blk_seq_read_1m", 1);
+        ok &= blk_seq_read(disk, "blk_seq_read_1m", 1);
     }
     if wants("blk_seq_read_1m_qd4") {
-        blk_seq_read(disk, "blk_seq_read_1m_qd4", 4);
+        ok &= blk_seq_read(disk, "blk_seq_read_1m_qd4", 4);
     }
     if wants("blk_rand_read_4k_qd1") {
-        blk_rand_read(disk, "blk_rand_read_4k_qd1", 1, 2_000);
+        ok &= blk_rand_read(disk, "blk_rand_read_4k_qd1", 1, 2_000);
     }
     if wants("blk_rand_read_4k_qd8") {
-        blk_rand_read(disk, "blk_rand_read_4k_qd8", 8, 4_000);
+        ok &= blk_rand_read(disk, "blk_rand_read_4k_qd8", 8, 4_000);
     }
+    ok
 }
 
 /// Prints the boot timeline (milliseconds of guest time since the machine started).

@@ -235,8 +235,11 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
         setup::qemu_version().map_or_else(|| "unknown".into(), |(a, b, c)| format!("{a}.{b}.{c}"));
     let file = BenchFile { qemu, results };
     print_table(&file.results);
-    if let Some(name) = &args.compare {
-        compare(&file, name)?;
+    for r in file.results.iter().filter(|r| r.runs < args.runs) {
+        eprintln!(
+            "bench: {} {} has {} of {} runs (see the logs in target/bench-logs/)",
+            r.case, r.mode, r.runs, args.runs
+        );
     }
     let json = serde_json::to_string_pretty(&file)?;
     if let Some(path) = &args.json {
@@ -248,6 +251,10 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
         std::fs::create_dir_all(path.parent().context("bench dir")?)?;
         std::fs::write(&path, &json)?;
         eprintln!("saved baseline {name} ({})", path.display());
+    }
+    // After the results are written: a wrong baseline name must not lose a finished run.
+    if let Some(name) = &args.compare {
+        compare(&file, name)?;
     }
     if args.host {
         host_benches()?;
