@@ -201,6 +201,16 @@ fn is_error_line(line: &str) -> bool {
     line.starts_with('[') && line.contains(": error: ")
 }
 
+/// A kernel log line (it starts with the timestamp) in the form the serial log promises:
+/// `[    0.012345] <subsystem> <device>: <message>`, the device optional; continuation lines of
+/// a dump indent their message.
+fn is_well_formed_log_line(line: &str) -> bool {
+    static FORM: std::sync::LazyLock<Regex> = std::sync::LazyLock::new(|| {
+        Regex::new(r"^\[ *\d+\.\d{6}\] [a-z][a-z0-9_-]*( \S+)?: .*\S").expect("log line regex")
+    });
+    !line.starts_with('[') || FORM.is_match(line)
+}
+
 /// Checks one finished run against its scenario.
 fn judge(s: &Scenario, r: &qemu::RunResult) -> Tally {
     let mut t = Tally::default();
@@ -250,6 +260,11 @@ fn judge(s: &Scenario, r: &qemu::RunResult) -> Tally {
                 problems.push(format!("{n} lines match `{pattern}`, expected exactly one"));
             }
         }
+    }
+    if let Some(l) = r.lines.iter().find(|l| !is_well_formed_log_line(l)) {
+        problems.push(format!(
+            "log line `{l}` is not `[seconds.micros] <subsystem> <device>: <message>`"
+        ));
     }
     if let Some(want) = s.errors {
         let errors: Vec<&String> = r.lines.iter().filter(|l| is_error_line(l)).collect();
@@ -552,6 +567,39 @@ mod tests {
             judge(&s, &result(&["a", "b"], Some(0))).failed[0]
                 .1
                 .contains("bad once regex")
+        );
+    }
+
+    #[test]
+    fn kernel_log_lines_must_keep_the_documented_form() {
+        for good in [
+            "[    0.012345] mm: RAM [0x40000000-0x7fffffff] 1 GiB",
+            "[    0.118944] iommu 0000:00:03.0: group 0, DMA domain (asid 1), stream 0x18 on 9050000.smmuv3",
+            "[   12.000001] smmuv3 9050000.smmuv3: SMMUv3.1, S1+S2",
+            "[    0.091312] kernel:   x0  0x0000000000000001 x1  0x0000000000000029",
+            "KTEST PASS x::y us=3",
+            "BENCH case=sha256 unit=MB/s value=80.000 iters=16",
+        ] {
+            assert!(is_well_formed_log_line(good), "{good}");
+        }
+        for bad in [
+            "[    0.0123] mm: three digits",
+            "[    0.012345] mm RAM without a colon",
+            "[    0.012345] Mm: upper-case subsystem",
+            "[    0.012345] mm: ",
+            "[    0.012345]mm: no space",
+        ] {
+            assert!(!is_well_formed_log_line(bad), "{bad}");
+        }
+        let s = scenario(false);
+        let t = judge(
+            &s,
+            &result(&["a", "[    0.1] kernel: short time", "b"], Some(0)),
+        );
+        assert!(
+            t.failed[0].1.contains("is not `[seconds.micros]"),
+            "{:?}",
+            t.failed
         );
     }
 
