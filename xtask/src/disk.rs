@@ -45,7 +45,6 @@ pub fn generate(path: &Path, size: u64, seed: u64) -> Result<()> {
 }
 
 /// SHA-256 of a file, as lowercase hex.
-#[allow(dead_code)] // compared with the kernel's digest once virtio-blk reads the disk
 pub fn sha256_hex(path: &Path) -> Result<String> {
     let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     Ok(Sha256::digest(&data)

@@ -90,6 +90,11 @@ pub struct Scenario {
     /// Attach a private, writable copy of the default disk (for write tests).
     #[serde(default)]
     pub scratch_disk: bool,
+    /// Instead of the default disk, one of its own of this many bytes (pseudo-random, seeded by
+    /// the scenario's name), as `cargo xtask qemu --disk` would attach it; the kernel's digest
+    /// of it must match the file's, as `cargo xtask qemu` checks.
+    #[serde(default)]
+    pub disk_size: Option<u64>,
 }
 
 fn default_profile() -> String {
@@ -211,8 +216,9 @@ fn is_well_formed_log_line(line: &str) -> bool {
     !line.starts_with('[') || FORM.is_match(line)
 }
 
-/// Checks one finished run against its scenario.
-fn judge(s: &Scenario, r: &qemu::RunResult) -> Tally {
+/// Checks one finished run against its scenario; with `disk`, also that the kernel's digest of
+/// the disk is the file's.
+fn judge(s: &Scenario, r: &qemu::RunResult, disk: Option<&std::path::Path>) -> Tally {
     let mut t = Tally::default();
     let log = r.log.display().to_string();
     let mut problems = Vec::new();
@@ -265,6 +271,19 @@ fn judge(s: &Scenario, r: &qemu::RunResult) -> Tally {
         problems.push(format!(
             "log line `{l}` is not `[seconds.micros] <subsystem> <device>: <message>`"
         ));
+    }
+    if let Some(image) = disk {
+        match qemu::check_disk_digest(&r.lines, image) {
+            Ok(qemu::DigestCheck::Match(_)) => {}
+            Ok(qemu::DigestCheck::Mismatch { kernel, file }) => problems.push(format!(
+                "the kernel read sha256 {kernel}, {} is {file}",
+                image.display()
+            )),
+            Ok(qemu::DigestCheck::NotPrinted) => {
+                problems.push("the kernel printed no disk digest".into())
+            }
+            Err(e) => problems.push(format!("{e:#}")),
+        }
     }
     if let Some(want) = s.errors {
         let errors: Vec<&String> = r.lines.iter().filter(|l| is_error_line(l)).collect();
@@ -374,6 +393,17 @@ fn run_scenario(s: &Scenario, kernel: &std::path::Path) -> Result<(Tally, Durati
         args.disk = Some(scratch);
         args.scratch_disk = true;
     }
+    if let Some(size) = s.disk_size {
+        let image = target_dir()
+            .join("qemu-logs")
+            .join(format!("{}.img", s.name));
+        let seed = s
+            .name
+            .bytes()
+            .fold(0u64, |h, b| h.rotate_left(7) ^ u64::from(b));
+        crate::disk::generate(&image, size, seed)?;
+        args.disk = Some(image);
+    }
     let mut argv = qemu::command_line(&args, kernel)?;
     if let Some(name) = &s.dtb {
         let dtb = dt_variant::build(&dt_variant::find(name)?, &argv, &s.name)?;
@@ -383,7 +413,8 @@ fn run_scenario(s: &Scenario, kernel: &std::path::Path) -> Result<(Tally, Durati
         .join("qemu-logs")
         .join(format!("{}.log", s.name));
     let r = qemu::run(&argv, Duration::from_secs(s.timeout), &log, false)?;
-    Ok((judge(s, &r), r.wall))
+    let own_disk = args.disk.as_deref().filter(|_| s.disk_size.is_some());
+    Ok((judge(s, &r, own_disk), r.wall))
 }
 
 fn glob(pattern: &str, name: &str) -> bool {
@@ -416,6 +447,7 @@ fn qemu_tests(args: &TestArgs) -> Result<Tally> {
             ktests: true,
             timeout: 300,
             scratch_disk: false,
+            disk_size: None,
         }],
         None => scenarios()?
             .into_iter()
@@ -540,8 +572,11 @@ mod tests {
     #[test]
     fn expected_lines_must_appear_in_order() {
         let s = scenario(false);
-        assert_eq!(judge(&s, &result(&["a", "x", "b"], Some(0))).passed, 1);
-        let t = judge(&s, &result(&["b", "a"], Some(0)));
+        assert_eq!(
+            judge(&s, &result(&["a", "x", "b"], Some(0)), None).passed,
+            1
+        );
+        let t = judge(&s, &result(&["b", "a"], Some(0)), None);
         assert_eq!(t.failed.len(), 1);
         assert!(t.failed[0].1.contains("`b`"), "{:?}", t.failed);
     }
@@ -551,11 +586,11 @@ mod tests {
         let mut s = scenario(false);
         s.once = vec!["overflowed".into()];
         assert_eq!(
-            judge(&s, &result(&["a", "x overflowed", "b"], Some(0))).passed,
+            judge(&s, &result(&["a", "x overflowed", "b"], Some(0)), None).passed,
             1
         );
         for lines in [&["a", "b"][..], &["a", "overflowed", "overflowed", "b"][..]] {
-            let t = judge(&s, &result(lines, Some(0)));
+            let t = judge(&s, &result(lines, Some(0)), None);
             assert!(
                 t.failed[0].1.contains("expected exactly one"),
                 "{:?}",
@@ -564,9 +599,35 @@ mod tests {
         }
         s.once = vec!["(".into()];
         assert!(
-            judge(&s, &result(&["a", "b"], Some(0))).failed[0]
+            judge(&s, &result(&["a", "b"], Some(0)), None).failed[0]
                 .1
                 .contains("bad once regex")
+        );
+    }
+
+    #[test]
+    fn a_scenario_with_its_own_disk_needs_the_kernel_to_print_the_files_digest() {
+        let dir = target_dir().join("test-logs");
+        std::fs::create_dir_all(&dir).unwrap();
+        let image = dir.join("digest-judge.img");
+        crate::disk::generate(&image, 4096, 3).unwrap();
+        let digest = crate::disk::sha256_hex(&image).unwrap();
+        let line =
+            |d: &str| format!("[    0.500000] virtio-blk 0000:00:02.0: 4096 bytes, sha256 {d}");
+        let s = scenario(false);
+        let judged = |l: &str| judge(&s, &result(&["a", l, "b"], Some(0)), Some(&image));
+        let ok = line(&digest);
+        assert_eq!(judged(&ok).passed, 1, "{:?}", judged(&ok).failed);
+        let other = ok.replace(&digest, &"0".repeat(64));
+        assert!(
+            judged(&other).failed[0]
+                .1
+                .contains("the kernel read sha256 0000")
+        );
+        assert!(
+            judged("[    0.500000] kernel: boot complete").failed[0]
+                .1
+                .contains("printed no disk digest")
         );
     }
 
@@ -595,6 +656,7 @@ mod tests {
         let t = judge(
             &s,
             &result(&["a", "[    0.1] kernel: short time", "b"], Some(0)),
+            None,
         );
         assert!(
             t.failed[0].1.contains("is not `[seconds.micros]"),
@@ -607,12 +669,12 @@ mod tests {
     fn exit_status_and_rejected_lines_fail_a_scenario() {
         let s = scenario(false);
         assert!(
-            judge(&s, &result(&["a", "b"], Some(1))).failed[0]
+            judge(&s, &result(&["a", "b"], Some(1)), None).failed[0]
                 .1
                 .contains("exit status Some(1)")
         );
         assert!(
-            judge(&s, &result(&["a", "kernel: panic", "b"], Some(0))).failed[0]
+            judge(&s, &result(&["a", "kernel: panic", "b"], Some(0)), None).failed[0]
                 .1
                 .contains("unexpected line")
         );
@@ -637,6 +699,7 @@ mod tests {
                 ],
                 Some(0),
             ),
+            None,
         );
         assert_eq!((t.passed, t.skipped), (1, 1));
         assert_eq!(
@@ -652,10 +715,11 @@ mod tests {
                 ],
                 Some(0),
             ),
+            None,
         );
         assert_eq!(none.passed, 0);
         assert!(none.failed[0].1.contains("selected no test"));
-        let crashed = judge(&s, &result(&["a", "b", "KTEST RUN x::one"], Some(2)));
+        let crashed = judge(&s, &result(&["a", "b", "KTEST RUN x::one"], Some(2)), None);
         assert_eq!(crashed.failed[0].0, "10_x/x::one");
         assert!(crashed.failed[1].1.contains("no `KTEST END`"));
     }
