@@ -900,3 +900,62 @@ fn smmuv3_instance_drop_disables_the_smmu_and_frees_its_memory() {
     drop(d);
     assert_eq!(platform.frames_in_use(), before);
 }
+
+#[test]
+fn smmuv3_and_an_iommu_of_another_type_share_one_core_each_serving_its_own_devices() {
+    let (_serial, platform) = serial();
+    let fake = FakeSmmu::host();
+    let smmu = up(&fake);
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    // Another driver type that cannot bypass, with the same StreamID space.
+    let other = iommu::fake::FakeIommu::new("other-iommu", "other.iommu", false, 1 << 16, log);
+    let mut core = IommuCore::new();
+    core.register(NODE, smmu.clone()).unwrap();
+    core.register("/iommu@other", other.clone()).unwrap();
+    core.set_policy(iommu::Policy {
+        passthrough: true,
+        identity: vec![],
+    });
+    let on = |iommu: &str| FwSpec {
+        iommu: iommu.into(),
+        ids: vec![EDU_SID],
+    };
+    // The same ID on both: each device finds its IOMMU through its own firmware description.
+    let a = core.configure_device(EDU, &on(NODE), false, &[]).unwrap();
+    let b = core
+        .configure_device("platform-dev", &on("/iommu@other"), false, &[])
+        .unwrap();
+    assert_eq!((a.iommu.as_str(), b.iommu.as_str()), (NAME, "other.iommu"));
+    assert_ne!(a.group, b.group);
+    // Passthrough is the user's choice: the SMMU grants it (bypass STE), the other vetoes it
+    // and gives a translated domain of its own type.
+    assert_eq!(a.domain_type, DomainType::Identity);
+    assert_eq!(
+        smmu.ste(StreamId(EDU_SID)).unwrap().config(),
+        SteConfig::Bypass
+    );
+    assert_eq!((b.domain_type, b.identity_vetoed), (DomainType::Dma, true));
+    assert!(other.stream(EDU_SID).starts_with("other.iommu#"));
+    // Mapping in the other's domain touches nothing of the SMMU's.
+    let before = platform.frames_in_use();
+    let d = b.domain.clone().unwrap();
+    d.map(Iova(0x1000), PhysAddr(0x4000_0000), 0x1000, Prot::RW)
+        .unwrap();
+    assert_eq!(d.iova_to_phys(Iova(0x1000)), Some(PhysAddr(0x4000_0000)));
+    assert_eq!(
+        platform.frames_in_use(),
+        before,
+        "no SMMU table page for it"
+    );
+    assert_eq!(core.stats().hw.streams_not_blocked, 2);
+    // Cleanup returns each stream to blocked on its own instance.
+    drop((a, b, d));
+    core.cleanup_device(EDU).unwrap();
+    core.cleanup_device("platform-dev").unwrap();
+    assert_eq!(
+        smmu.ste(StreamId(EDU_SID)).unwrap().config(),
+        SteConfig::Abort
+    );
+    assert_eq!(other.stream(EDU_SID), "blocked");
+    assert_eq!(core.stats().hw.streams_not_blocked, 0);
+}
