@@ -257,6 +257,8 @@ impl DmaHooks for KernelDmaHooks {
     fn dma_cleanup(&mut self, dev: &DeviceInfo, state: Option<DmaState>) {
         if let Some(ops) = state.and_then(|s| s.downcast::<dma::DmaDevice>().ok()) {
             ops.report_leftovers();
+            // Whoever kept the ops (a stray `Arc`) can no longer start DMA with them.
+            ops.revoke();
         }
         // Blocked before anything the device used is released.
         let mut core = iommu::core();

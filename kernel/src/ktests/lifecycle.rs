@@ -177,8 +177,24 @@ ktests! {
         for e in edu::bound() {
             let _ = e.round_trip_result();
         }
+        // DMA ops kept past the unbind, as a buggy driver might: they must stop working.
+        let kept: Vec<Arc<dma::DmaDevice>> = devices::with(|dm| {
+            dm.devices()
+                .filter_map(|id| dm.dma_state(id).cloned())
+                .filter_map(|s| s.downcast::<dma::DmaDevice>().ok())
+                .filter(|d| d.name().starts_with("0000:"))
+                .collect()
+        })
+        .unwrap_or_default();
         let ids = unbind_all(&["edu", "virtio-blk", "edu-managed"]);
         kassert!(!ids.is_empty(), "no PCI driver was bound");
+        kassert!(!kept.is_empty(), "no PCI device had DMA ops");
+        for d in &kept {
+            let refused = d.map::<dma::ToDevice>(alloc::vec![0; 64]).err().map(|(e, _)| e);
+            kassert!(matches!(refused, Some(dma::DmaError::NoDma(_))),
+                "{}: ops kept past the unbind still map: {refused:?}", d.name());
+        }
+        drop(kept);
         let after_first = counters();
         kassert_eq!(after_first.dma, dma::DmaStats::default(), "DMA state left behind");
         kassert_eq!((after_first.streams_not_blocked, after_first.domains, after_first.table_pages), (0, 0, 0),

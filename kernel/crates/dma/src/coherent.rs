@@ -78,6 +78,7 @@ impl DmaDevice {
         if size == 0 {
             return Err(DmaError::Empty);
         }
+        self.check_not_revoked()?;
         let pages = size.div_ceil(PAGE_SIZE);
         let c = match &self.backend {
             Backend::None(reason) => return Err(DmaError::NoDma(reason.clone())),

@@ -2,7 +2,7 @@
 
 use alloc::string::{String, ToString};
 use alloc::sync::Arc;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use addr::{Iova, PAGE_SIZE, PhysAddr, VirtAddr};
 use iommu::Prot;
@@ -37,6 +37,9 @@ pub struct DmaDevice {
     pub(crate) tracker: Option<IrqLock<Tracker>>,
     msi_doorbell: Option<PhysAddr>,
     msi_device_id: Option<u32>,
+    /// Set when the driver unbinds: no new mapping or allocation from then on, even through an
+    /// `Arc` that outlived the binding (unmaps and frees still work).
+    revoked: AtomicBool,
 }
 
 impl core::fmt::Debug for DmaDevice {
@@ -75,6 +78,7 @@ impl DmaDeviceBuilder {
                 tracker: None,
                 msi_doorbell: None,
                 msi_device_id: None,
+                revoked: AtomicBool::new(false),
             },
         }
     }
@@ -263,6 +267,24 @@ impl DmaDevice {
         self.msi_device_id
     }
 
+    /// Ends the device's DMA ops (the kernel calls it when the driver unbinds, before the
+    /// IOMMU blocks the device): every later map or allocation fails, whoever still holds the
+    /// ops. Mappings that still exist can be unmapped. Thread context.
+    pub fn revoke(&self) {
+        self.revoked.store(true, Ordering::Release);
+    }
+
+    /// `Err` once [`DmaDevice::revoke`] has run.
+    pub(crate) fn check_not_revoked(&self) -> Result<(), DmaError> {
+        if self.revoked.load(Ordering::Acquire) {
+            return Err(DmaError::NoDma(alloc::format!(
+                "{}: the driver has unbound, its DMA ops are revoked",
+                self.name
+            )));
+        }
+        Ok(())
+    }
+
     /// The doorbell the firmware routes this device's MSIs to.
     pub fn msi_doorbell(&self) -> Option<PhysAddr> {
         self.msi_doorbell
@@ -287,6 +309,7 @@ impl DmaDevice {
         if len == 0 {
             return Err(DmaError::Empty);
         }
+        self.check_not_revoked()?;
         let mapping = match &self.backend {
             Backend::None(reason) => return Err(DmaError::NoDma(reason.clone())),
             Backend::Iommu(d) => {

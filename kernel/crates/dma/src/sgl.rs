@@ -99,6 +99,9 @@ impl DmaDevice {
                 Err(e) => return Err((e, bufs)),
             }
         }
+        if let Err(e) = self.check_not_revoked() {
+            return Err((e, bufs));
+        }
         let limits = *self.limits.lock();
         let dir = D::DIRECTION;
         let result = match &self.backend {

@@ -481,6 +481,37 @@ fn a_blocked_device_cannot_map_anything() {
 }
 
 #[test]
+fn revoked_ops_refuse_new_dma_but_still_unmap_what_exists() {
+    let _s = serial();
+    let base = Baseline::take();
+    for (dev, domain) in [
+        (DmaDeviceBuilder::direct("0000:00:05.0", None).build(), None),
+        {
+            let (d, f) = iommu_device(true, &[]);
+            (d, Some(f))
+        },
+    ] {
+        dev.set_mask(64).unwrap();
+        let kept = dev.map::<ToDevice>(pattern(8192)).unwrap();
+        dev.revoke();
+        let refused = |e: DmaError| matches!(&e, DmaError::NoDma(r) if r.contains("revoked"));
+        assert!(refused(dev.map::<ToDevice>(vec![1]).unwrap_err().0));
+        assert!(refused(dev.alloc_coherent(4096).unwrap_err()));
+        assert!(refused(
+            dev.map_sg::<ToDevice>(vec![vec![1]]).unwrap_err().0
+        ));
+        assert!(refused(
+            dev.map_single(PhysAddr(0x4000_0000), 64, Direction::ToDevice)
+                .unwrap_err()
+        ));
+        // What the driver still held goes away normally.
+        drop(kept);
+        assert_eq!(domain.map_or(0, |d| d.mapped_pages()), 0);
+    }
+    assert_eq!((base.mappings(), base.iova_ranges()), (0, 0));
+}
+
+#[test]
 fn debug_checks_catch_double_unknown_and_mismatched_unmaps() {
     let _s = serial();
     let (dev, _domain) = iommu_device(true, &[]);
