@@ -20,26 +20,36 @@ fn cargo(args: &[&str]) -> Result<bool> {
     Ok(status.success())
 }
 
-/// Runs every lint; fails if any does.
-pub fn run() -> Result<ExitCode> {
+/// Runs every lint: (what, passed) for each.
+pub fn checks() -> Result<Vec<(&'static str, bool)>> {
     setup::ensure_rust()?;
-    let checks = [
-        cargo(&["fmt", "--all", "--", "--check"])?,
-        cargo(&["clippy", "--quiet", "--all-targets", "--", "-D", "warnings"])?,
-        cargo(&[
-            "clippy",
-            "--quiet",
-            "--release",
-            "--package",
-            "kernel",
-            "--target",
-            TARGET,
-            "--",
-            "-D",
-            "warnings",
-        ])?,
-    ];
-    Ok(if checks.iter().all(|ok| *ok) {
+    Ok(vec![
+        ("rustfmt", cargo(&["fmt", "--all", "--", "--check"])?),
+        (
+            "clippy (host)",
+            cargo(&["clippy", "--quiet", "--all-targets", "--", "-D", "warnings"])?,
+        ),
+        (
+            "clippy (kernel)",
+            cargo(&[
+                "clippy",
+                "--quiet",
+                "--release",
+                "--package",
+                "kernel",
+                "--target",
+                TARGET,
+                "--",
+                "-D",
+                "warnings",
+            ])?,
+        ),
+    ])
+}
+
+/// `cargo xtask lint`: fails if any lint does.
+pub fn run() -> Result<ExitCode> {
+    Ok(if checks()?.iter().all(|(_, ok)| *ok) {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -36,6 +36,9 @@ pub struct TestArgs {
     /// Skip the fuzz targets (run after the host tests unless `--qemu`).
     #[arg(long)]
     pub no_fuzz: bool,
+    /// Skip rustfmt and clippy (run after the host tests unless `--qemu`).
+    #[arg(long)]
+    pub no_lint: bool,
     /// Seconds each fuzz target runs (default: `cargo xtask fuzz`'s).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub fuzz_seconds: Option<u64>,
@@ -513,6 +516,22 @@ fn qemu_tests(args: &TestArgs) -> Result<Tally> {
     Ok(total)
 }
 
+/// `cargo xtask lint`'s checks, one test each: the tree must be formatted and clippy-clean.
+fn lint_checks() -> Result<Tally> {
+    eprintln!("lint: rustfmt and clippy (cargo xtask lint)");
+    let mut t = Tally::default();
+    for (what, ok) in crate::lint::checks()? {
+        if ok {
+            t.passed += 1;
+        } else {
+            t.failed
+                .push((format!("lint {what}"), "see the output above".into()));
+        }
+    }
+    eprintln!("lint: {} passed, {} failed", t.passed, t.failed.len());
+    Ok(t)
+}
+
 /// Runs the selected tests; exit status 1 on any failure.
 pub fn run(args: &TestArgs) -> Result<ExitCode> {
     let mut total = Tally::default();
@@ -520,6 +539,9 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
         // Before the host tests: some of them compile device-tree fixtures with dtc.
         setup::ensure_dtc()?;
         total.merge(host_tests()?);
+        if !args.no_lint {
+            total.merge(lint_checks()?);
+        }
         if !args.no_fuzz {
             total.merge(fuzz_tests(args));
         }
