@@ -12,6 +12,7 @@ mod kbuild;
 mod lint;
 mod profile;
 mod qemu;
+mod qemu_profile;
 mod setup;
 mod test;
 

@@ -6,6 +6,7 @@
 //! sections is attributed where it is spent. With `bench=...` only the bench cases are kept
 //! (the boot before them is dropped); without it, the profile covers the boot from interrupt
 //! set-up on (use a `ktest=` filter that selects nothing to stop right after the devices bind).
+//! `--host` profiles QEMU itself instead (`qemu_profile`).
 
 use std::process::{Command, ExitCode};
 use std::time::Duration;
@@ -38,6 +39,16 @@ pub struct ProfileArgs {
     /// Functions to show.
     #[arg(long, default_value_t = 40)]
     pub top: usize,
+    /// Profile QEMU on the host instead (`perf record` with call graphs, real time): where the
+    /// host's time goes, sorted by what QEMU was doing.
+    #[arg(long)]
+    pub host: bool,
+    /// With `--host`: start the window at the first serial-log line matching this regex.
+    #[arg(long, requires = "host")]
+    pub from: Option<String>,
+    /// With `--host`: end the window at the first serial-log line matching this regex.
+    #[arg(long, requires = "host")]
+    pub to: Option<String>,
 }
 
 /// Function symbols of the kernel, sorted by address: (address, name).
@@ -88,6 +99,9 @@ fn short(name: &str) -> String {
 
 /// Runs `profile`.
 pub fn run(args: &ProfileArgs) -> Result<ExitCode> {
+    if args.host {
+        return crate::qemu_profile::run(args);
+    }
     setup::ensure_qemu()?;
     let kernel = kbuild::build_kernel()?;
     let q = QemuArgs {
