@@ -95,11 +95,14 @@ impl Instant {
 
 /// Spins until `cond` holds or `timeout` passes. Use for short hardware handshakes.
 pub fn poll_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> Result<(), TimedOut> {
-    let deadline = Instant::now().after(timeout);
+    // The clock is read only once the condition has been false: most polls (a command queue
+    // that consumed at once) need no clock at all, and under emulation reading it is not free.
+    let mut deadline = None;
     loop {
         if cond() {
             return Ok(());
         }
+        let deadline = *deadline.get_or_insert_with(|| Instant::now().after(timeout));
         if Instant::now() >= deadline {
             // One last look: the condition may have come true while we read the clock.
             return if cond() { Ok(()) } else { Err(TimedOut) };
@@ -120,13 +123,14 @@ pub const WAIT_RECHECK: Duration = Duration::from_millis(1);
 /// that arrives between the check and the WFI cannot be missed; it is taken when they are
 /// unmasked again.
 pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> Result<(), TimedOut> {
-    let deadline = Instant::now().after(timeout);
+    let mut deadline = None;
     loop {
         let saved = crate::irq::local_save();
         if cond() {
             crate::irq::local_restore(saved);
             return Ok(());
         }
+        let deadline = *deadline.get_or_insert_with(|| Instant::now().after(timeout));
         if Instant::now() >= deadline {
             crate::irq::local_restore(saved);
             return if cond() { Ok(()) } else { Err(TimedOut) };
