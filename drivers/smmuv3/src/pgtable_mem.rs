@@ -77,6 +77,7 @@ impl FramesTableMemory {
     }
 
     /// The page at `table`, if this memory holds it.
+    #[inline(always)]
     fn page(&self, table: PhysAddr) -> Option<&Frames> {
         let slot = match self.recent.iter().find(|r| r.get().0 == table) {
             Some(r) => r.get().1,
@@ -139,11 +140,13 @@ impl TableMemory for FramesTableMemory {
         }
     }
 
+    #[inline(always)]
     fn read(&self, table: PhysAddr, index: usize) -> u64 {
         // An unknown page would be an io-pgtable bug; read it as an invalid descriptor.
         self.page(table).map_or(0, |f| f.read_u64(index as u64 * 8))
     }
 
+    #[inline(always)]
     fn write(&mut self, table: PhysAddr, index: usize, value: u64) {
         match self.page(table) {
             Some(f) => f.write_u64(index as u64 * 8, value),
