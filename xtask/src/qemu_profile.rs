@@ -34,6 +34,15 @@ pub fn classify(frames: &[(&str, &str)]) -> &'static str {
     if any(&|n| matches!(n, "tb_gen_code" | "gen_intermediate_code" | "tcg_gen_code")) {
         return "TCG: translating guest code";
     }
+    if any(&|n| n == "cpu_io_recompile") {
+        return "TCG: a register access mid-block (the block is re-run up to it)";
+    }
+    if any(&|n| n == "helper_lookup_tb_ptr") {
+        return "TCG: indirect branches (every return, calls through pointers)";
+    }
+    if any(&|n| n == "arm_rebuild_hflags") {
+        return "TCG: CPU state rebuilt after DAIF and system-register writes";
+    }
     if any(&|n| {
         matches!(
             n,
@@ -284,6 +293,14 @@ mod tests {
         assert_eq!(
             classify(&[("x", q), ("memory_region_dispatch_write", q)]),
             "device models (register accesses)"
+        );
+        assert_eq!(
+            classify(&[("qht_lookup_custom", q), ("helper_lookup_tb_ptr", q)]),
+            "TCG: indirect branches (every return, calls through pointers)"
+        );
+        assert_eq!(
+            classify(&[("q_tree_lookup", q), ("cpu_io_recompile", q)]),
+            "TCG: a register access mid-block (the block is re-run up to it)"
         );
         assert_eq!(classify(&[]), "unknown");
     }

@@ -315,16 +315,20 @@ impl DmaDevice {
             Backend::Iommu(d) => {
                 let offset = pa.0 & (PAGE_SIZE - 1);
                 let size = (offset + len).next_multiple_of(PAGE_SIZE);
-                let base = d.alloc_iova(size, self.limit(false))?;
-                if let Err(e) = d.map(
-                    base,
-                    PhysAddr(pa.0 - offset),
-                    size,
-                    prot(dir, self.coherent),
-                ) {
-                    d.free_unmapped_iova(base, size);
-                    return Err(e);
-                }
+                // One IRQ-masked section for the allocator's lock and the table's.
+                let base = kapi::irq::with_irqs_masked(|| {
+                    let base = d.alloc_iova(size, self.limit(false))?;
+                    if let Err(e) = d.map(
+                        base,
+                        PhysAddr(pa.0 - offset),
+                        size,
+                        prot(dir, self.coherent),
+                    ) {
+                        d.free_unmapped_iova(base, size);
+                        return Err(e);
+                    }
+                    Ok(base)
+                })?;
                 RawMapping {
                     addr: Iova(base.0 + offset),
                     len,
@@ -393,7 +397,9 @@ impl DmaDevice {
         dec(&LIVE_MAPPINGS);
         match (&self.backend, m.how) {
             (Backend::Iommu(d), How::Iommu { base, size }) => {
-                d.unmap(base, size, size, &self.name)?
+                // The table's lock, the command queue's and the allocator's in one masked
+                // section.
+                kapi::irq::with_irqs_masked(|| d.unmap(base, size, size, &self.name))?
             }
             (Backend::Direct { bounce: Some(pool) }, How::Bounce { slot }) => {
                 if m.dir.device_writes()

@@ -136,6 +136,16 @@ pub fn local_save() -> IrqState {
 pub fn local_restore(state: IrqState) {
     cpu::restore(state)
 }
+/// Runs `f` with IRQs masked on this CPU (restored afterwards). An operation that takes
+/// several IRQ-masking locks in a row runs them inside one masked section this way: nested
+/// locks find IRQs masked already and leave DAIF alone, and under emulation every DAIF write
+/// is costly.
+pub fn with_irqs_masked<R>(f: impl FnOnce() -> R) -> R {
+    let saved = local_save();
+    let r = f();
+    local_restore(saved);
+    r
+}
 /// Unmasks IRQs on this CPU.
 pub fn local_enable() {
     cpu::enable()
