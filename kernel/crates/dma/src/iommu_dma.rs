@@ -41,6 +41,9 @@ struct State {
 /// DMA state of one translated domain.
 pub struct IommuDma {
     domain: Arc<dyn IommuDomain>,
+    /// The domain's highest input address (its aperture does not change): every allocation
+    /// is bounded by it.
+    aperture_last: Iova,
     state: IrqLock<State>,
     strict: bool,
     /// Where the interrupt controller's doorbell is mapped (its page's IOVA), if it is.
@@ -91,6 +94,7 @@ impl IommuDma {
         }
         let dma = Arc::new_cyclic(|me| IommuDma {
             domain: domain.clone(),
+            aperture_last: aperture.last().unwrap_or(Iova(0)),
             state: IrqLock::new(State {
                 iova,
                 queue: Vec::new(),
@@ -129,7 +133,7 @@ impl IommuDma {
     /// Allocates `size` bytes of IOVA below `limit` (inclusive). Public for benchmarks of the
     /// allocator in place; the DMA API is the way to get IOVAs.
     pub fn alloc_iova(&self, size: u64, limit: u64) -> Result<Iova, DmaError> {
-        let limit = limit.min(self.domain.aperture().last().map_or(0, |l| l.0));
+        let limit = limit.min(self.aperture_last.0);
         let iova = self
             .state
             .lock()

@@ -74,34 +74,47 @@ impl Frames {
         self.order
     }
 
+    #[inline(always)]
     fn ptr<T>(&self, offset: u64) -> *mut T {
         let size = core::mem::size_of::<T>() as u64;
-        assert!(
-            offset.is_multiple_of(size)
-                && offset
-                    .checked_add(size)
-                    .is_some_and(|end| end <= self.size()),
-            "DMA memory access {offset:#x}+{size} outside {self:?}"
-        );
+        let ok = offset.is_multiple_of(size)
+            && offset
+                .checked_add(size)
+                .is_some_and(|end| end <= self.size());
+        if !ok {
+            self.out_of_bounds(offset, size);
+        }
         (self.va().0 + offset) as *mut T
     }
 
+    /// Out of line, so the accessors stay small enough to inline into every table walk and
+    /// queue write.
+    #[cold]
+    #[inline(never)]
+    fn out_of_bounds(&self, offset: u64, size: u64) -> ! {
+        panic!("DMA memory access {offset:#x}+{size} outside {self:?}")
+    }
+
     /// Volatile 64-bit read.
+    #[inline]
     pub fn read_u64(&self, offset: u64) -> u64 {
         // SAFETY: in bounds and aligned (checked by `ptr`), memory owned by `self`.
         unsafe { self.ptr::<u64>(offset).read_volatile() }
     }
     /// Volatile 64-bit write.
+    #[inline]
     pub fn write_u64(&self, offset: u64, v: u64) {
         // SAFETY: in bounds and aligned (checked by `ptr`), memory owned by `self`.
         unsafe { self.ptr::<u64>(offset).write_volatile(v) }
     }
     /// Volatile 32-bit read.
+    #[inline]
     pub fn read_u32(&self, offset: u64) -> u32 {
         // SAFETY: in bounds and aligned (checked by `ptr`), memory owned by `self`.
         unsafe { self.ptr::<u32>(offset).read_volatile() }
     }
     /// Volatile 32-bit write.
+    #[inline]
     pub fn write_u32(&self, offset: u64, v: u32) {
         // SAFETY: in bounds and aligned (checked by `ptr`), memory owned by `self`.
         unsafe { self.ptr::<u32>(offset).write_volatile(v) }
