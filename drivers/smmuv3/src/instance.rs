@@ -61,6 +61,9 @@ use crate::{Asid, SmmuError, StreamId, Structure, Vmid};
 /// Bound on each register handshake (CR0ACK, GBPA.UPDATE, IRQ_CTRLACK). They take microseconds.
 pub const ACK_TIMEOUT: Duration = Duration::from_millis(100);
 
+/// Commands an invalidation's batch holds without reaching for the largest one.
+const SMALL_TLBI_BATCH: usize = 4;
+
 /// What a stream is attached to.
 #[derive(Clone)]
 enum Attached {
@@ -485,20 +488,36 @@ impl Smmu {
             self.features.ril,
             DEFAULT_MAX_TLBI_COMMANDS,
         )?;
-        let mut batch = Batch::<DEFAULT_MAX_TLBI_COMMANDS>::new();
-        let mut whole_asid = false;
-        for cmd in plan {
-            whole_asid |= matches!(cmd, Command::TlbiNhAsid { .. });
+        let commands = plan.len();
+        let whole_asid = plan
+            .clone()
+            .any(|c| matches!(c, Command::TlbiNhAsid { .. }));
+        // Almost every invalidation is one or two range commands: a small batch spares the
+        // clearing of the largest one on every unmap.
+        if commands <= SMALL_TLBI_BATCH {
+            self.issue_batch(&mut Batch::<SMALL_TLBI_BATCH>::new(), plan)?;
+        } else {
+            self.issue_batch(&mut Batch::<DEFAULT_MAX_TLBI_COMMANDS>::new(), plan)?;
+        }
+        Ok(Flush {
+            commands,
+            whole_asid,
+            leaf,
+        })
+    }
+
+    /// Encodes `cmds` into `batch` (which holds them all) and issues them with a CMD_SYNC.
+    fn issue_batch<const N: usize>(
+        &self,
+        batch: &mut Batch<N>,
+        cmds: impl Iterator<Item = Command>,
+    ) -> Result<(), SmmuError> {
+        for cmd in cmds {
             batch.push(&cmd);
         }
         self.cmdq
             .lock()
-            .issue(&*self.io, &self.log, batch.as_slice())?;
-        Ok(Flush {
-            commands: batch.len(),
-            whole_asid,
-            leaf,
-        })
+            .issue(&*self.io, &self.log, batch.as_slice())
     }
 
     /// Invalidates every TLB entry of `asid` (TLBI_NH_ASID + CMD_SYNC) and waits.
