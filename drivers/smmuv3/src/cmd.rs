@@ -407,6 +407,13 @@ pub fn tlbi_va_range(
     Ok(plan)
 }
 
+impl TlbiCommands {
+    /// True when the plan is one TLBI_NH_ASID (the range needed more commands than allowed).
+    pub fn is_whole_asid(&self) -> bool {
+        matches!(self.mode, Mode::WholeAsid) && self.remaining > 0
+    }
+}
+
 impl Iterator for TlbiCommands {
     type Item = Command;
 
@@ -780,6 +787,30 @@ mod tests {
             .unwrap()
             .collect();
         assert_eq!(coverage(&cmds), [(block >> 12, 1)]);
+    }
+
+    #[test]
+    fn smmuv3_cmd_tlbi_plan_says_when_it_is_the_whole_asid() {
+        let req = |size| VaInvalidation {
+            asid: Asid(5),
+            vmid: Vmid(0),
+            iova: Iova(0x10_0000),
+            size,
+            granule: 0x1000,
+            leaf: true,
+        };
+        assert!(
+            !tlbi_va_range(&req(0x1000), true, 64)
+                .unwrap()
+                .is_whole_asid()
+        );
+        assert!(!tlbi_va_range(&req(0), true, 64).unwrap().is_whole_asid());
+        let many = tlbi_va_range(&req(0x100_0000), false, 64).unwrap();
+        assert!(many.is_whole_asid());
+        assert!(matches!(
+            many.collect::<Vec<_>>()[..],
+            [Command::TlbiNhAsid { .. }]
+        ));
     }
 
     #[test]

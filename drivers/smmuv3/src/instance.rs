@@ -489,9 +489,7 @@ impl Smmu {
             DEFAULT_MAX_TLBI_COMMANDS,
         )?;
         let commands = plan.len();
-        let whole_asid = plan
-            .clone()
-            .any(|c| matches!(c, Command::TlbiNhAsid { .. }));
+        let whole_asid = plan.is_whole_asid();
         // Almost every invalidation is one or two range commands: a small batch spares the
         // clearing of the largest one on every unmap.
         if commands <= SMALL_TLBI_BATCH {
