@@ -8,6 +8,7 @@ use crate::memory::TableMemory;
 use addr::{Address, Iova, PAGE_SIZE, PhysAddr};
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
+use core::cell::Cell;
 use core::marker::PhantomData;
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -80,6 +81,11 @@ pub struct PageTable<M: TableMemory, A: Address = Iova> {
     pending_links: BTreeMap<(PhysAddr, usize), u64>,
     next_sequence: u64,
     mapped_bytes: u64,
+    /// The level-3 table the last fast-path walk found, by its 2 MiB region: the next fast map
+    /// or unmap in that region (a buffer unmapped after it was mapped, or its neighbour) skips
+    /// the walk. Only the fast paths use and fill it, and they change no entry above level 3;
+    /// every other path that may change the tree clears it first.
+    walk_cache: Cell<Option<(u64, PhysAddr)>>,
     _address: PhantomData<A>,
 }
 
@@ -195,6 +201,7 @@ impl<M: TableMemory, A: Address> PageTable<M, A> {
             pending_links: BTreeMap::new(),
             next_sequence: 0,
             mapped_bytes: 0,
+            walk_cache: Cell::new(None),
             _address: PhantomData,
         };
         table.root = table.new_table()?;
@@ -267,6 +274,7 @@ impl<M: TableMemory, A: Address> PageTable<M, A> {
         if self.map_pages_fast(input.raw(), size, output, attributes) {
             return Ok(());
         }
+        self.walk_cache.set(None);
         let request = MapRequest {
             start: input.raw(),
             end: input.raw() + size,
@@ -304,6 +312,7 @@ impl<M: TableMemory, A: Address> PageTable<M, A> {
         if self.unmap_pages_fast(start, size, gather) {
             return Ok(size);
         }
+        self.walk_cache.set(None);
         let mut work = Unmapping {
             gather,
             spare_tables: Vec::new(),
@@ -336,6 +345,8 @@ impl<M: TableMemory, A: Address> PageTable<M, A> {
         if let Some(owner) = gather.owner {
             assert_eq!(owner, self.id, "gather flushed on another page table");
         }
+        // Links are made and tables freed below.
+        self.walk_cache.set(None);
         if let Some(invalidation) = gather.invalidation()
             && let Err(error) = invalidate(&invalidation)
         {
@@ -400,6 +411,12 @@ impl<M: TableMemory, A: Address> PageTable<M, A> {
     /// The level-3 table that holds `input`'s entry when every table above it is linked
     /// (nothing pending), `None` otherwise.
     fn last_level_table(&self, input: u64) -> Option<PhysAddr> {
+        let region = input / level_size(LAST_LEVEL - 1);
+        if let Some((cached, table)) = self.walk_cache.get()
+            && cached == region
+        {
+            return Some(table);
+        }
         let mut table = self.root;
         for level in self.start_level..LAST_LEVEL {
             let raw = self
@@ -410,6 +427,7 @@ impl<M: TableMemory, A: Address> PageTable<M, A> {
                 _ => return None,
             }
         }
+        self.walk_cache.set(Some((region, table)));
         Some(table)
     }
 
