@@ -11,19 +11,25 @@ use crate::{root, setup, target_dir};
 /// The kernel's target triple.
 pub const TARGET: &str = "aarch64-unknown-none";
 
+/// What selects the kernel in a cargo command (`build`, `clippy`): release, the only profile
+/// it is run with, for its target.
+pub const KERNEL_SELECTION: [&str; 6] = [
+    "--quiet",
+    "--release",
+    "--package",
+    "kernel",
+    "--target",
+    TARGET,
+];
+
 /// Builds `target/kernel.bin` (release, the only profile the kernel is run with) and returns it.
 pub fn build_kernel() -> Result<PathBuf> {
     setup::ensure_rust()?;
     let mut build = Command::new(env!("CARGO"));
-    build.current_dir(root()).args([
-        "build",
-        "--quiet",
-        "--release",
-        "--package",
-        "kernel",
-        "--target",
-        TARGET,
-    ]);
+    build
+        .current_dir(root())
+        .arg("build")
+        .args(KERNEL_SELECTION);
     let status = run_kernel_cargo(&mut build).context("running cargo build")?;
     if !status.success() {
         bail!("kernel build failed");

@@ -4,7 +4,7 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result};
 
-use crate::kbuild::{self, TARGET};
+use crate::kbuild::{self, KERNEL_SELECTION, TARGET};
 use crate::{root, setup};
 
 fn cargo(args: &[&str]) -> Result<bool> {
@@ -31,18 +31,14 @@ pub fn checks() -> Result<Vec<(&'static str, bool)>> {
         ),
         (
             "clippy (kernel)",
-            cargo(&[
-                "clippy",
-                "--quiet",
-                "--release",
-                "--package",
-                "kernel",
-                "--target",
-                TARGET,
-                "--",
-                "-D",
-                "warnings",
-            ])?,
+            cargo(
+                &[
+                    &["clippy"][..],
+                    &KERNEL_SELECTION,
+                    &["--", "-D", "warnings"],
+                ]
+                .concat(),
+            )?,
         ),
     ])
 }
