@@ -28,7 +28,9 @@
 //!   32 pages are rounded up to a power of two so they share these classes. A hit costs one
 //!   bounded stack scan on `alloc` and one hash lookup on `free`; the free-space tree is not
 //!   touched. A cached range still counts as allocated in the tree until
-//!   [`IovaAllocator::flush_caches`] or a full class releases it.
+//!   [`IovaAllocator::flush_caches`] or a full class releases it, or an allocation finds no
+//!   room without it: then every cache is flushed and the search runs again, so the caches
+//!   never make an allocation fail.
 //!
 //! # The caller's side of the contract
 //!
@@ -304,9 +306,18 @@ impl IovaAllocator {
             self.count_live(pages);
             return Ok(Iova(cached.first_page << PAGE_SHIFT));
         }
-        let first_page = self
-            .take_from_free_space(shape, limit_end)
-            .ok_or(IovaError::NoSpace { size, limit })?;
+        let first_page = match self.take_from_free_space(shape, limit_end) {
+            Some(page) => page,
+            // Ranges held in the caches are free too, and may be what is in the way (a cached
+            // page in the middle of the only aligned hole): give them back and look again, so
+            // the caches never make an allocation fail.
+            None if self.cache.len() > 0 => {
+                self.flush_caches();
+                self.take_from_free_space(shape, limit_end)
+                    .ok_or(IovaError::NoSpace { size, limit })?
+            }
+            None => return Err(IovaError::NoSpace { size, limit }),
+        };
         self.add_record(Allocation {
             first_page,
             footprint: shape.footprint,
