@@ -510,3 +510,101 @@ pub fn dump_dtbs() -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(args: &QemuArgs) -> Vec<String> {
+        command_line(args, Path::new("/k.bin")).unwrap()
+    }
+
+    fn after<'a>(argv: &'a [String], flag: &str) -> Vec<&'a str> {
+        argv.windows(2)
+            .filter(|w| w[0] == flag)
+            .map(|w| w[1].as_str())
+            .collect()
+    }
+
+    #[test]
+    fn the_default_profile_is_the_documented_machine() {
+        let argv = line(&QemuArgs {
+            profile: "default".into(),
+            ..Default::default()
+        });
+        assert_eq!(argv[0], "qemu-system-aarch64");
+        assert_eq!(after(&argv, "-M"), ["virt,gic-version=3,iommu=smmuv3"]);
+        assert_eq!(after(&argv, "-cpu"), ["cortex-a72"]);
+        assert_eq!(after(&argv, "-m"), ["1G"]);
+        assert_eq!(after(&argv, "-nic"), ["none"]);
+        assert_eq!(after(&argv, "-seed"), ["7"]);
+        assert_eq!(after(&argv, "-kernel"), ["/k.bin"]);
+        assert!(argv.iter().any(|a| a == "-semihosting") && argv.iter().any(|a| a == "-nographic"));
+        assert!(
+            after(&argv, "-device")
+                .contains(&"virtio-blk-pci,drive=disk0,addr=2,disable-legacy=on,iommu_platform=on")
+        );
+        assert!(after(&argv, "-device").contains(&"edu,addr=3"));
+        let drive = after(&argv, "-drive");
+        assert!(
+            drive[0].starts_with("if=none,id=disk0,format=raw,readonly=on,file="),
+            "{drive:?}"
+        );
+        // No options, no extras: nothing else.
+        assert!(
+            !argv
+                .iter()
+                .any(|a| a == "-append" || a == "-icount" || a == "-gdb")
+        );
+    }
+
+    #[test]
+    fn options_change_only_what_they_say() {
+        let argv = line(&QemuArgs {
+            profile: "el2".into(),
+            iommu: Some("none".into()),
+            append: "iommu.strict=0 ktest=x".into(),
+            icount: true,
+            gdb: true,
+            extra: vec!["-smp".into(), "2".into()],
+            ..Default::default()
+        });
+        assert_eq!(after(&argv, "-M"), ["virt,gic-version=3,virtualization=on"]);
+        assert_eq!(after(&argv, "-append"), ["iommu.strict=0 ktest=x"]);
+        assert_eq!(after(&argv, "-icount"), ["shift=3,sleep=off"]);
+        assert_eq!(after(&argv, "-gdb"), ["tcp:localhost:1234"]);
+        assert!(argv.iter().any(|a| a == "-S"));
+        // Extra arguments come last, unchanged.
+        assert_eq!(&argv[argv.len() - 2..], ["-smp", "2"]);
+        let semihosting = line(&QemuArgs {
+            profile: "no-semihosting".into(),
+            ..Default::default()
+        });
+        assert!(!semihosting.iter().any(|a| a == "-semihosting"));
+        assert!(
+            command_line(
+                &QemuArgs {
+                    profile: "default".into(),
+                    iommu: Some("virtio".into()),
+                    ..Default::default()
+                },
+                Path::new("/k.bin")
+            )
+            .unwrap_err()
+            .to_string()
+            .contains("expected smmuv3 or none")
+        );
+        assert!(
+            command_line(
+                &QemuArgs {
+                    profile: "nope".into(),
+                    ..Default::default()
+                },
+                Path::new("/k.bin")
+            )
+            .unwrap_err()
+            .to_string()
+            .contains("no QEMU profile `nope`")
+        );
+    }
+}
