@@ -18,6 +18,30 @@ fn its_for(gic: &mut GicV3, fx: &ItsFixture) -> Arc<Its> {
         .unwrap()
 }
 
+/// What most tests start from: the fake platform (held: tests run one at a time), a GIC with
+/// LPIs on CPU 0 and its register files, and an ITS on QEMU's registers, collection mapped.
+struct Rig {
+    t: crate::testutil::Serial,
+    gic: GicV3,
+    _regions: (MmioRegion, MmioRegion),
+    fx: ItsFixture,
+    its: Arc<Its>,
+}
+
+fn rig() -> Rig {
+    let t = serial();
+    let (mut gic, gicd, gicr) = gic_with_lpis(0);
+    let fx = ItsFixture::qemu();
+    let its = its_for(&mut gic, &fx);
+    Rig {
+        t,
+        gic,
+        _regions: (gicd, gicr),
+        fx,
+        its,
+    }
+}
+
 #[test]
 fn init_programs_tables_and_queue_then_maps_the_collection() {
     let t = serial();
@@ -223,10 +247,13 @@ fn a_region_without_the_translation_frame_is_refused() {
 
 #[test]
 fn device_lifecycle_map_vector_enable_disable_unmap() {
-    let t = serial();
-    let (mut gic, _gicd, _gicr) = gic_with_lpis(0);
-    let fx = ItsFixture::qemu();
-    let its = its_for(&mut gic, &fx);
+    let Rig {
+        t,
+        gic,
+        _regions,
+        fx,
+        its,
+    } = rig();
     let lpis = its.lpis().clone();
     let before = t.frames();
     let rd = RdBase::ProcessorNumber(0);
@@ -333,10 +360,13 @@ fn device_lifecycle_map_vector_enable_disable_unmap() {
 
 #[test]
 fn vectors_take_event_ids_from_zero_and_can_be_freed_one_by_one() {
-    let _t = serial();
-    let (mut gic, _gicd, _gicr) = gic_with_lpis(0);
-    let fx = ItsFixture::qemu();
-    let its = its_for(&mut gic, &fx);
+    let Rig {
+        t: _t,
+        gic: _gic,
+        _regions,
+        fx,
+        its,
+    } = rig();
     fx.consume_to(5);
     let mut dev = its.map_device(EDU, 3).unwrap();
     // Three vectors fit the page-sized ITT: MAPD.Size = 7.
@@ -377,10 +407,13 @@ fn vectors_take_event_ids_from_zero_and_can_be_freed_one_by_one() {
 
 #[test]
 fn a_failed_unmap_keeps_the_itt_and_the_lpis() {
-    let t = serial();
-    let (mut gic, _gicd, _gicr) = gic_with_lpis(0);
-    let fx = ItsFixture::qemu();
-    let its = its_for(&mut gic, &fx);
+    let Rig {
+        t,
+        gic: _gic,
+        _regions,
+        fx,
+        its,
+    } = rig();
     let before = t.frames();
     fx.consume_to(5);
     let mut dev = its.map_device(EDU, 1).unwrap();
@@ -394,10 +427,13 @@ fn a_failed_unmap_keeps_the_itt_and_the_lpis() {
 
 #[test]
 fn the_command_ring_wraps() {
-    let _t = serial();
-    let (mut gic, _gicd, _gicr) = gic_with_lpis(0);
-    let fx = ItsFixture::qemu();
-    let its = its_for(&mut gic, &fx);
+    let Rig {
+        t: _t,
+        gic,
+        _regions,
+        fx,
+        its,
+    } = rig();
     fx.consume_to(5);
     let mut dev = its.map_device(EDU, 1).unwrap();
     fx.consume_to(8);
@@ -450,10 +486,13 @@ fn mapds(its: &Its, end: u32) -> usize {
 
 #[test]
 fn aliased_functions_share_one_itt_with_their_own_event_ids() {
-    let t = serial();
-    let (mut gic, _gicd, _gicr) = gic_with_lpis(0);
-    let fx = ItsFixture::qemu();
-    let its = its_for(&mut gic, &fx);
+    let Rig {
+        t,
+        gic: _gic,
+        _regions,
+        fx,
+        its,
+    } = rig();
     let before = t.frames();
 
     // The first function's MAPD gives the DeviceID an ITT with room for its siblings.
@@ -515,10 +554,13 @@ fn aliased_functions_share_one_itt_with_their_own_event_ids() {
 
 #[test]
 fn only_the_last_handle_on_a_shared_device_id_unmaps_it() {
-    let t = serial();
-    let (mut gic, _gicd, _gicr) = gic_with_lpis(0);
-    let fx = ItsFixture::qemu();
-    let its = its_for(&mut gic, &fx);
+    let Rig {
+        t,
+        gic: _gic,
+        _regions,
+        fx,
+        its,
+    } = rig();
     let rd = RdBase::ProcessorNumber(0);
     let before = t.frames();
     fx.consume_to(5);
@@ -581,10 +623,13 @@ fn only_the_last_handle_on_a_shared_device_id_unmaps_it() {
 
 #[test]
 fn a_full_shared_itt_is_a_clear_error_that_leaks_nothing() {
-    let t = serial();
-    let (mut gic, _gicd, _gicr) = gic_with_lpis(0);
-    let fx = ItsFixture::qemu();
-    let its = its_for(&mut gic, &fx);
+    let Rig {
+        t,
+        gic: _gic,
+        _regions,
+        fx,
+        its,
+    } = rig();
     let before = t.frames();
     // An ITT of 256 EventIDs, which two functions of 128 vectors fill.
     fx.consume_to(5);
@@ -638,10 +683,13 @@ fn a_full_shared_itt_is_a_clear_error_that_leaks_nothing() {
 
 #[test]
 fn a_failed_discard_on_a_shared_device_id_keeps_its_event_ids_and_lpis() {
-    let _t = serial();
-    let (mut gic, _gicd, _gicr) = gic_with_lpis(0);
-    let fx = ItsFixture::qemu();
-    let its = its_for(&mut gic, &fx);
+    let Rig {
+        t: _t,
+        gic: _gic,
+        _regions,
+        fx,
+        its,
+    } = rig();
     fx.consume_to(5);
     let first = its.map_device(ALIAS, 1).unwrap();
     let mut second = its.map_device(ALIAS, 1).unwrap();
