@@ -290,7 +290,7 @@ pub fn init(dt: &DeviceTree, dtb: MemRange) -> Result<(), MmError> {
         log::info!(target: "mm", "reserved [{:#x}-{:#x}] {} ({})", r.base, r.base + r.size - 1, what, fmt_size(r.size));
         subtract(&mut free, *r);
     }
-    *RESERVED.lock() = reserved.iter().map(|&(what, r)| (what, r)).collect();
+    *RESERVED.lock() = reserved.clone();
     let mut free: Vec<MemRange> = free.into_iter().filter_map(page_align_inward).collect();
     free.sort_by_key(|r| r.base);
 
